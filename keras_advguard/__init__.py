@@ -5,11 +5,57 @@ hidden activations, detect adversarial inputs from them, attack it and
 evaluate every defence honestly.
 """
 
-from keras_advguard.detector_model import DetectorModel, as_logits_fn
-from keras_advguard.version import __version__
+import os as _os
+import sys as _sys
+
+if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "advguard":
+    # Run as the `advguard` command: TensorFlow's C++ start-up notices (no
+    # GPU found, oneDNN) are printed to file descriptor 2 before any log
+    # level applies. Silence that descriptor while TensorFlow loads; Python
+    # errors still propagate. Library users keep TensorFlow's messages.
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _saved_fd = _os.dup(2)
+    _null_fd = _os.open(_os.devnull, _os.O_WRONLY)
+    try:
+        _os.dup2(_null_fd, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        _os.dup2(_saved_fd, 2)
+        _os.close(_saved_fd)
+        _os.close(_null_fd)
+
+from keras_advguard import attacks as attacks
+from keras_advguard import datasets as datasets
+from keras_advguard import detectors as detectors
+from keras_advguard import layers as layers
+from keras_advguard import metrics as metrics
+from keras_advguard import models as models
+from keras_advguard import plots as plots
+from keras_advguard.detector_model import DetectorModel as DetectorModel
+from keras_advguard.detector_model import as_logits_fn as as_logits_fn
+from keras_advguard.detector_model import rebuild_model as rebuild_model
+from keras_advguard.detector_model import resolve_layers as resolve_layers
+from keras_advguard.layers import MaskSanitizer as MaskSanitizer
+from keras_advguard.layers import MedianSanitizer as MedianSanitizer
+from keras_advguard.layers import MedoidDistance as MedoidDistance
+from keras_advguard.layers import NLMeansSanitizer as NLMeansSanitizer
+from keras_advguard.version import __version__ as __version__
 
 __all__ = [
     "DetectorModel",
+    "MaskSanitizer",
+    "MedianSanitizer",
+    "MedoidDistance",
+    "NLMeansSanitizer",
     "__version__",
     "as_logits_fn",
+    "attacks",
+    "datasets",
+    "detectors",
+    "layers",
+    "metrics",
+    "models",
+    "plots",
+    "rebuild_model",
+    "resolve_layers",
 ]

@@ -107,8 +107,7 @@ def check_array(name, value, *, ndim=None, min_ndim=None, dtype_kind="fc", allow
         array = np.asarray(value)
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise TypeError(
-            f"Argument `{name}` must be array-like. Received: {name} of type "
-            f"{type(value).__name__}"
+            f"Argument `{name}` must be array-like. Received: {name} of type {type(value).__name__}"
         ) from e
     if array.dtype.kind not in dtype_kind:
         raise TypeError(
@@ -117,8 +116,7 @@ def check_array(name, value, *, ndim=None, min_ndim=None, dtype_kind="fc", allow
         )
     if ndim is not None and array.ndim != ndim:
         raise ValueError(
-            f"Argument `{name}` must have rank {ndim}. "
-            f"Received: {name} with shape={array.shape}"
+            f"Argument `{name}` must have rank {ndim}. Received: {name} with shape={array.shape}"
         )
     if min_ndim is not None and array.ndim < min_ndim:
         raise ValueError(

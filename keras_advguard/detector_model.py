@@ -108,11 +108,14 @@ def _is_traceable(model):
 class _Tracer:
     """Re-runs a model's graph on new symbolic inputs, recording every layer."""
 
-    def __init__(self, logits_layer=None):
+    def __init__(self, logits_layer=None, find_logits=True, replace=None, after=None):
         self.outputs = {}  # path -> output of the first call of that layer
         self.layers = {}  # path -> layer object
         self.logits = None
         self.logits_layer = logits_layer
+        self.find_logits = find_logits
+        self.replace = replace  # (path, layer, args, kwargs) -> output or None
+        self.after = after  # (path, layer, output) -> output
 
     def record(self, path, layer, output):
         if path not in self.outputs:
@@ -148,15 +151,16 @@ class _Tracer:
         if isinstance(op, keras.Model) and _is_traceable(op):
             inner = args[0] if len(args) == 1 else list(args)
             output = self.trace(op, inner, prefix=path + "/", is_last=is_last)
-            self.record(path, op, output)
-            return output
-        if is_last and self.logits_layer is None and self.logits is None:
+            return self._after(path, op, output)
+        if self.replace is not None and isinstance(op, keras.layers.Layer):
+            output = self.replace(path, op, args, kwargs)
+            if output is not None:
+                return self._after(path, op, output)
+        if self.find_logits and is_last and self.logits_layer is None and self.logits is None:
             if _is_softmax(op):
                 self.logits = args[0]
             elif _has_fused_softmax(op) and isinstance(op, keras.layers.Dense):
-                self.logits = DenseLogits(op, dtype=op.dtype_policy, name=name + "_logits")(
-                    args[0]
-                )
+                self.logits = DenseLogits(op, dtype=op.dtype_policy, name=name + "_logits")(args[0])
                 output = keras.layers.Activation(
                     "softmax", dtype=op.dtype_policy, name=name + "_softmax"
                 )(self.logits)
@@ -171,7 +175,13 @@ class _Tracer:
                 )
         output = op(*args, **kwargs)
         if isinstance(op, keras.layers.Layer):
-            self.record(path, op, output)
+            return self._after(path, op, output)
+        return output
+
+    def _after(self, path, op, output):
+        self.record(path, op, output)
+        if self.after is not None:
+            output = self.after(path, op, output)
         return output
 
 
@@ -207,8 +217,7 @@ def _resolve(selector, paths, layers):
             )
         presets = ", ".join(f"'{k}'" for k in _PRESETS)
         raise ValueError(
-            f"No layer '{selector}'. Layers: {_describe_paths(paths)}. "
-            f"Presets: {presets}."
+            f"No layer '{selector}'. Layers: {_describe_paths(paths)}. Presets: {presets}."
         )
     if isinstance(selector, type):
         if not issubclass(selector, keras.layers.Layer):
@@ -347,17 +356,17 @@ class DetectorModel(keras.Model):
 
     Example:
 
-    >>> import keras
-    >>> from keras_advguard import DetectorModel
-    >>> inputs = keras.Input((8, 8, 1))
-    >>> x = keras.layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
-    >>> x = keras.layers.Flatten()(x)
-    >>> outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
-    >>> classifier = keras.Model(inputs, outputs)
-    >>> detector = DetectorModel(classifier, layers=["conv1"])
-    >>> out = detector(keras.ops.zeros((2, 8, 8, 1)))
-    >>> sorted(out), tuple(out["activations"]["conv1"].shape)
-    (['activations', 'logits', 'prediction'], (2, 4))
+        >>> import keras
+        >>> from keras_advguard import DetectorModel
+        >>> inputs = keras.Input((8, 8, 1))
+        >>> x = keras.layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
+        >>> x = keras.layers.Flatten()(x)
+        >>> outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+        >>> classifier = keras.Model(inputs, outputs)
+        >>> detector = DetectorModel(classifier, layers=["conv1"])
+        >>> out = detector(keras.ops.zeros((2, 8, 8, 1)))
+        >>> sorted(out), tuple(out["activations"]["conv1"].shape)
+        (['activations', 'logits', 'prediction'], (2, 4))
     """
 
     def __init__(self, model, layers=None, pooling="avg", logits_layer=None, **kwargs):
@@ -370,8 +379,7 @@ class DetectorModel(keras.Model):
             _validation.check_type("logits_layer", logits_layer, str, "a layer path (str)")
 
         # === Trace the graph from a fresh input ===
-        spec = model.inputs[0]
-        inputs = keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name="inputs")
+        inputs = _fresh_input(model)
         tracer = _Tracer(logits_layer=logits_layer)
         prediction = tracer.trace(model, inputs)
         paths = list(tracer.outputs)
@@ -383,22 +391,7 @@ class DetectorModel(keras.Model):
         logits = tracer.logits if tracer.logits is not None else prediction
 
         # === Select and pool the taps ===
-        if layers is None:
-            selectors = []
-        elif isinstance(layers, (list, tuple)):
-            selectors = list(layers)
-        else:
-            selectors = [layers]
-        chosen = set()
-        for selector in selectors:
-            found = _resolve(selector, paths, tracer.layers)
-            if not found:
-                raise ValueError(
-                    f"Selector {selector!r} in `layers` matches no layer. "
-                    f"Layers: {_describe_paths(paths)}"
-                )
-            chosen.update(found)
-        tap_names = [p for p in paths if p in chosen]
+        tap_names = _select(_selectors(layers), paths, tracer.layers)
         activations = {}
         for path in tap_names:
             tensor = tracer.outputs[path]
@@ -424,7 +417,11 @@ class DetectorModel(keras.Model):
             )
         super().__init__(
             inputs=inputs,
-            outputs={"prediction": prediction, "logits": logits, "activations": activations},
+            outputs={
+                "prediction": prediction,
+                "logits": logits,
+                "activations": activations,
+            },
             **kwargs,
         )
 
@@ -451,6 +448,10 @@ class DetectorModel(keras.Model):
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
 
+    @property
+    def _input_rank(self):
+        return len(self.inputs[0].shape)
+
     def activations(self, x, batch_size=128, verbose=0):
         """Tapped activations of `x`, computed batch by batch.
 
@@ -466,9 +467,13 @@ class DetectorModel(keras.Model):
             returned (pooled) arrays grow with `N`. For maps too large to keep,
             iterate with `iter_activations`.
         """
+        from keras_advguard import _batching
+
         _validation.check_positive_int("batch_size", batch_size)
         if not self.tap_names:
             return {}
+        if _batching.is_tf_dataset(x):
+            x = _batching.ensure_batched(x, batch_size, self._input_rank)
         outputs = self.predict(x, batch_size=batch_size, verbose=verbose)
         return {name: outputs["activations"][name] for name in self.tap_names}
 
@@ -489,17 +494,116 @@ class DetectorModel(keras.Model):
         from keras_advguard import _batching, _progress
 
         _validation.check_positive_int("batch_size", batch_size)
-        bar = _progress.progress_bar(_batching.num_batches(x, batch_size), verbose=verbose)
-        with_labels = _batching.is_tf_dataset(x) and isinstance(
-            x.element_spec, (tuple, list)
-        )
-        for step, item in enumerate(
-            _batching.iterate_batches(x, batch_size, with_labels=with_labels), start=1
-        ):
+        rank = self._input_rank
+        bar = _progress.progress_bar(_batching.num_batches(x, batch_size, rank), verbose=verbose)
+        with_labels = _batching.is_tf_dataset(x) and _batching.has_labels(x)
+        batches = _batching.iterate_batches(x, batch_size, with_labels=with_labels, input_rank=rank)
+        for step, item in enumerate(batches, start=1):
             xb, yb = item if with_labels else (item, None)
             out = self.predict_on_batch(xb)
             yield keras.tree.map_structure(np.asarray, out), yb
             bar.update(step)
+
+
+def _fresh_input(model):
+    spec = model.inputs[0]
+    return keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name="inputs")
+
+
+def _selectors(layers):
+    if layers is None:
+        return []
+    return list(layers) if isinstance(layers, (list, tuple)) else [layers]
+
+
+def _select(selectors, paths, layer_map):
+    chosen = set()
+    for selector in selectors:
+        found = _resolve(selector, paths, layer_map)
+        if not found:
+            raise ValueError(
+                f"Selector {selector!r} in `layers` matches no layer. "
+                f"Layers: {_describe_paths(paths)}"
+            )
+        chosen.update(found)
+    return [p for p in paths if p in chosen]
+
+
+def resolve_layers(model, layers):
+    """Paths of the layers of `model` chosen by `layers`, in graph order.
+
+    Uses the same selectors as `DetectorModel` (names, nested paths, classes,
+    layer objects, predicates, presets) and raises the same errors.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model`.
+        layers: a selector or a list of selectors.
+
+    Returns:
+        A list of layer paths such as `["conv1", "backbone/block_1_expand"]`.
+
+    Example:
+
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc1"),
+        ...                           keras.layers.Dense(2, name="fc2")])
+        >>> resolve_layers(model, keras.layers.Dense)
+        ['fc1', 'fc2']
+    """
+    model = _check_model(model)
+    tracer = _Tracer(find_logits=False)
+    tracer.trace(model, _fresh_input(model))
+    return _select(_selectors(layers), list(tracer.outputs), tracer.layers)
+
+
+def rebuild_model(model, *, after=None, replace=None, outputs=None, name=None):
+    """Rebuild `model` as one flat functional model, with hooks on each layer.
+
+    The graph is run again from a fresh input calling the *same* layer
+    objects (weights shared), entering nested models. This is the one place
+    through which `sanitize` inserts layers and the entropy detector swaps
+    ReLU gradients; user code rarely needs it.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model`.
+        after: optional `(path, layer, output) -> output`, called after each
+            layer (and each nested model) with its output; what it returns
+            replaces that output for every consumer downstream (e.g. a
+            sanitizer applied to it).
+        replace: optional `(path, layer, args, kwargs) -> output or None`,
+            called instead of the layer; returning `None` calls the layer as
+            usual.
+        outputs: optional list of layer paths whose outputs (after `after`)
+            are returned too; then the model's output is a dict
+            `{"prediction": ..., path: ...}`.
+        name: name of the new model. Defaults to `model.name + "_rebuilt"`.
+
+    Returns:
+        A functional `keras.Model` with the same input as `model`.
+    """
+    model = _check_model(model)
+    recorded = {}
+
+    def _after(path, layer, output):
+        if after is not None:
+            output = after(path, layer, output)
+        recorded[path] = output
+        return output
+
+    tracer = _Tracer(find_logits=False, replace=replace, after=_after)
+    inputs = _fresh_input(model)
+    prediction = tracer.trace(model, inputs)
+    if outputs is None:
+        result = prediction
+    else:
+        missing = [p for p in outputs if p not in recorded]
+        if missing:
+            raise ValueError(
+                f"No layer {missing[0]!r} (argument `outputs`). "
+                f"Layers: {_describe_paths(list(recorded))}"
+            )
+        result = {"prediction": prediction, **{p: recorded[p] for p in outputs}}
+    return keras.Model(inputs, result, name=name or f"{model.name}_rebuilt")
 
 
 def as_logits_fn(model):

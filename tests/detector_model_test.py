@@ -1,6 +1,6 @@
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from keras_advguard import DetectorModel, as_logits_fn
@@ -93,7 +93,12 @@ def test_weights_are_shared_not_copied(x8):
 
 @pytest.mark.parametrize(
     "pooling, expected_shape",
-    [("avg", (5, 4)), ("max", (5, 4)), ("flatten", (5, 6 * 6 * 4)), (None, (5, 6, 6, 4))],
+    [
+        ("avg", (5, 4)),
+        ("max", (5, 4)),
+        ("flatten", (5, 6 * 6 * 4)),
+        (None, (5, 6, 6, 4)),
+    ],
 )
 def test_pooling_modes(x8, pooling, expected_shape):
     model = _sequential()
@@ -112,7 +117,10 @@ def test_pooling_modes(x8, pooling, expected_shape):
 
 def test_selection_by_class_predicate_object_and_presets():
     model = _sequential()
-    assert DetectorModel(model, layers=keras.layers.Conv2D).tap_names == ["conv1", "conv2"]
+    assert DetectorModel(model, layers=keras.layers.Conv2D).tap_names == [
+        "conv1",
+        "conv2",
+    ]
     assert DetectorModel(model, layers="conv").tap_names == ["conv1", "conv2"]
     assert DetectorModel(model, layers="dense").tap_names == ["fc", "predictions"]
     assert DetectorModel(model, layers="conv+dense").tap_names == [
@@ -162,7 +170,11 @@ def test_nested_model_paths_and_activation_softmax(x8):
 
 def test_model_without_softmax_has_logits_equal_prediction(x8):
     model = keras.Sequential(
-        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3, name="out")]
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="out"),
+        ]
     )
     detector = DetectorModel(model)
     out = detector(x8)
@@ -210,6 +222,14 @@ def test_activations_batched_numpy_and_dataset(x8):
     dataset = tf.data.Dataset.from_tensor_slices((x8, labels)).batch(2)
     acts = detector.activations(dataset)
     np.testing.assert_allclose(acts["fc"], full["fc"], atol=1e-5)
+    # Unbatched datasets and drop_remainder batches (known leading dim) work too.
+    unbatched = tf.data.Dataset.from_tensor_slices(x8)
+    np.testing.assert_allclose(
+        detector.activations(unbatched, batch_size=3)["fc"], full["fc"], atol=1e-5
+    )
+    exact = tf.data.Dataset.from_tensor_slices(x8[:4]).batch(2, drop_remainder=True)
+    np.testing.assert_allclose(detector.activations(exact)["fc"], full["fc"][:4], atol=1e-5)
+    assert len(list(detector.iter_activations(exact))) == 2
     batches = list(detector.iter_activations(dataset))
     assert [len(y) for _, y in batches] == [2, 2, 1]
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
@@ -224,9 +244,7 @@ def test_mixed_precision(x8):
         assert out["activations"]["conv1"].dtype == "float32"
         logits = as_logits_fn(model)(x8)
         assert logits.dtype == tf.float32
-        np.testing.assert_allclose(
-            keras.ops.softmax(logits), model(x8), atol=2e-3
-        )
+        np.testing.assert_allclose(keras.ops.softmax(logits), model(x8), atol=2e-3)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -325,8 +343,12 @@ def test_inception_v3_mixed_preset_nested():
         weights=None, include_top=False, input_shape=(75, 75, 3)
     )
     model = keras.Sequential(
-        [keras.Input((75, 75, 3)), backbone, keras.layers.GlobalAveragePooling2D(),
-         keras.layers.Dense(10, activation="softmax")]
+        [
+            keras.Input((75, 75, 3)),
+            backbone,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
     )
     detector = DetectorModel(model, layers="inception_mixed")
     assert detector.tap_names == [f"{backbone.name}/mixed{i}" for i in range(11)]
@@ -341,8 +363,12 @@ def test_mobilenet_v2_nested_in_sequential(tmp_path):
         weights=None, include_top=False, input_shape=(32, 32, 3)
     )
     model = keras.Sequential(
-        [keras.Input((32, 32, 3)), backbone, keras.layers.GlobalAveragePooling2D(),
-         keras.layers.Dense(10, activation="softmax")]
+        [
+            keras.Input((32, 32, 3)),
+            backbone,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
     )
     detector = DetectorModel(model, layers=[f"{backbone.name}/block_1_expand", "block_2_add"])
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
@@ -355,3 +381,52 @@ def test_mobilenet_v2_nested_in_sequential(tmp_path):
         out["activations"][detector.tap_names[1]],
         atol=1e-5,
     )
+
+
+def test_resolve_layers_matches_detector_model_selection():
+    from keras_advguard.detector_model import resolve_layers
+
+    model, _ = _nested()
+    assert resolve_layers(model, "conv") == ["backbone/b_conv1", "backbone/b_conv2"]
+    assert resolve_layers(model, ["dense", "b_conv1"]) == ["backbone/b_conv1", "dense"]
+    with pytest.raises(ValueError, match=r"No layer 'conv7'\. Layers: backbone/b_conv1"):
+        resolve_layers(model, "conv7")
+
+
+def test_rebuild_model_after_hook_rewires_every_consumer():
+    from keras_advguard.detector_model import rebuild_model
+
+    model, _ = _residual()
+    x = np.random.default_rng(3).random((2, 8, 8, 3), dtype=np.float32)
+
+    def zero_branch(path, layer, output):
+        if path == "branch_conv":
+            return keras.layers.Rescaling(0.0, name="zero_branch")(output)
+        return output
+
+    rebuilt = rebuild_model(model, after=zero_branch, outputs=["add", "branch_conv"])
+    out = rebuilt(x)
+    # The residual Add now sees a zero branch: add == inputs.
+    np.testing.assert_allclose(out["add"], x, atol=1e-6)
+    np.testing.assert_allclose(out["branch_conv"], 0.0)
+    # Weights are shared, and the original model is unchanged.
+    assert {id(w) for w in rebuilt.weights} == {id(w) for w in model.weights}
+    identity = rebuild_model(model)
+    np.testing.assert_allclose(identity(x), model(x), atol=1e-6)
+    with pytest.raises(ValueError, match="No layer 'nope'"):
+        rebuild_model(model, outputs=["nope"])
+
+
+def test_rebuild_model_replace_hook_inside_nested_model(x8):
+    from keras_advguard.detector_model import rebuild_model
+
+    model, backbone = _nested()
+
+    def double_conv2(path, layer, args, kwargs):
+        if path == "backbone/b_conv2":
+            return keras.layers.Rescaling(2.0, name="twice")(layer(*args, **kwargs))
+        return None
+
+    rebuilt = rebuild_model(model, replace=double_conv2, outputs=["backbone/b_conv2"])
+    inner = np.asarray(keras.Model(backbone.inputs, backbone.get_layer("b_conv2").output)(x8))
+    np.testing.assert_allclose(rebuilt(x8)["backbone/b_conv2"], 2 * inner, atol=1e-6)

@@ -1,0 +1,107 @@
+"""Basic Iterative Method (iterative FGSM)."""
+
+import numpy as np
+
+from keras_advguard.attacks import _common
+
+
+def bim(
+    model,
+    x,
+    *,
+    eps,
+    eps_iter=None,
+    nb_iter=10,
+    y=None,
+    targeted=False,
+    norm=np.inf,
+    clip_min=0.0,
+    clip_max=1.0,
+    batch_size=128,
+    verbose=0,
+    seed=None,
+):
+    """Basic Iterative Method: `nb_iter` FGSM steps, projected on the `eps` ball.
+
+    Starts at `x` (no random start: that is `pgd`). Each step moves
+    `eps_iter` along the signed gradient (L2-normalised for `norm=2`), then
+    projects back into the `eps` ball around `x` and into the clip range.
+    Runs cleverhans' `basic_iterative_method` (its failing sanity check is
+    replaced, see `docs/attacks.md`).
+
+    Args:
+        model: a Keras model (attacked on its pre-softmax logits when it ends
+            in softmax), a `DetectorModel`, or a callable returning logits.
+        x: inputs `(N, ...)` in `[clip_min, clip_max]`.
+        eps: radius of the perturbation ball in `norm`, >= 0.
+        eps_iter: step size, in `[0, eps]`. Defaults to
+            `min(eps, 2.5 * eps / nb_iter)`.
+        nb_iter: number of steps, >= 1. Defaults to `10`.
+        y: labels `(N,)` or one-hot `(N, C)`. Untargeted: the labels to move
+            away from; defaults to the model's predictions. Targeted: the
+            targets; defaults to a random class other than the predicted one.
+        targeted: whether to move towards `y`. Defaults to `False`.
+        norm: `np.inf` or `2`. Defaults to `np.inf`.
+        clip_min: smallest valid input value. Defaults to `0.0`.
+        clip_max: largest valid input value. Defaults to `1.0`.
+        batch_size: samples per batch. Defaults to `128`.
+        verbose: `0` silent, `1`/`2` a progress bar per batch. Defaults to `0`.
+        seed: seed of the random targets. Defaults to `None`.
+
+    Returns:
+        An `AttackResult`.
+
+    Raises:
+        ValueError: `eps < 0`, `eps_iter > eps`, an unknown `norm`,
+            `clip_min >= clip_max`, `x` outside the clip range, `y` of the
+            wrong length, or a model whose logits cannot be reached.
+        TypeError: arguments of the wrong type.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> x = np.full((2, 4), 0.5, dtype="float32")
+    >>> result = bim(model, x, eps=0.1, nb_iter=3)
+    >>> bool(np.all(result.linf <= 0.1 + 1e-6))
+    True
+
+    Reference:
+        A. Kurakin, I. Goodfellow and S. Bengio, "Adversarial Examples in the
+        Physical World", ICLR workshop 2017.
+    """
+    from keras_advguard.attacks import _cleverhans_fixes
+
+    eps = _common.check_eps(eps)
+    eps_iter = _common.check_step(eps, eps_iter, nb_iter)
+    norm = _common.check_norm(norm)
+
+    def attack_batch(logits_fn, xb, labels, rng):
+        return _cleverhans_fixes.basic_iterative_method(
+            logits_fn,
+            xb,
+            eps,
+            eps_iter,
+            nb_iter,
+            norm,
+            clip_min=clip_min,
+            clip_max=clip_max,
+            y=labels,
+            targeted=targeted,
+            sanity_checks=False,  # run_attack has checked x and the clip range
+        )
+
+    return _common.run_attack(
+        attack_batch,
+        model,
+        x,
+        name="bim",
+        y=y,
+        targeted=targeted,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        batch_size=batch_size,
+        verbose=verbose,
+        seed=seed,
+        params={"eps": eps, "eps_iter": eps_iter, "nb_iter": nb_iter, "norm": norm},
+    )

@@ -1,0 +1,16 @@
+"""Keras layers of keras_advguard: sanitizers, squeezers and distances.
+
+Every layer here is registered with
+`keras.saving.register_keras_serializable(package="keras_advguard")` and loads
+with `keras.models.load_model` in safe mode.
+
+Public layers are re-exported one per line with the explicit `X as X` form
+(PEP 484 re-export, accepted by ruff): add a line, nothing else to edit.
+"""
+
+from keras_advguard.layers.mask_sanitizer import MaskSanitizer as MaskSanitizer
+from keras_advguard.layers.median_sanitizer import MedianSanitizer as MedianSanitizer
+from keras_advguard.layers.nl_means_sanitizer import (
+    NLMeansSanitizer as NLMeansSanitizer,
+)
+from keras_advguard.layers.medoid_distance import MedoidDistance as MedoidDistance

@@ -1,0 +1,194 @@
+"""`sanitize`: insert a sanitizer layer after chosen layers of a trained model."""
+
+import re
+
+import keras
+
+from keras_advguard import _validation
+from keras_advguard.attacks.bpda import bpda as _bpda
+from keras_advguard.detector_model import rebuild_model, resolve_layers
+from keras_advguard.layers import MaskSanitizer
+
+SANITIZER_SUFFIX = "_sanitizer"
+"""Inserted sanitizers are named `<layer path, "/" as "_"> + SANITIZER_SUFFIX`."""
+
+
+def sanitizer_name(path):
+    """The name `sanitize` gives the sanitizer inserted after layer `path`.
+
+    `"conv1"` gives `"conv1_sanitizer"`, `"backbone/conv1"` gives
+    `"backbone_conv1_sanitizer"`. When that name is already taken in the
+    model (e.g. a model sanitized twice), `sanitize` appends `_1`, `_2`, ...
+
+    Args:
+        path: a layer path, as `resolve_layers` returns it.
+
+    Returns:
+        The name, a string.
+
+    Example:
+
+    >>> sanitizer_name("backbone/conv1")
+    'backbone_conv1_sanitizer'
+    """
+    _validation.check_type("path", path, str)
+    return re.sub(r"[^0-9A-Za-z_.\-]", "_", path) + SANITIZER_SUFFIX
+
+
+def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):
+    """Return `model` with a sanitizer inserted after each chosen layer.
+
+    The new model runs the same layer objects as `model` (every weight is
+    shared: nothing is copied or retrained) with one sanitizer after each
+    selected layer. The sanitizer replaces that layer's output for **every**
+    consumer: the next layer of a Sequential model, every branch of a
+    Functional graph (residual connections included) and layers inside
+    nested models. The result is one flat functional `keras.Model` (nested
+    models are entered and their layers inlined), so the sanitized
+    network is "dynamic": each layer after a sanitizer is computed from the
+    sanitized values.
+
+    Each insertion gets its own copy of `sanitizer`, made from its config
+    (`sanitizer.__class__.from_config(sanitizer.get_config())`), named
+    `sanitizer_name(path)` (`"conv1_sanitizer"`). Sanitizers are stateless,
+    so the copies behave identically. The result saves to `.keras` and
+    reloads with `keras.models.load_model` in safe mode.
+
+    With `bpda=True`, each sanitizer is wrapped in the BPDA identity
+    (`keras_advguard.attacks.bpda`): the forward pass computes
+    `a + stop_gradient(s(a) - a)`, which equals the sanitized output `s(a)`
+    up to one rounding of floating-point arithmetic (exactly for the mask
+    sanitizer, whose outputs are `a` or `0`), while the gradient passes
+    through the sanitizer as the identity. Attack that model, not the plain
+    one, when the sanitizer's own gradient is useless (the mask's gradient
+    is zero on every masked unit). It also saves and reloads in safe mode.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model` with one input
+            and one output; nested models inside it are entered.
+        after: which layers to sanitize: a layer name, a path into a nested
+            model (`"backbone/conv1"`), a layer class, a layer object, a
+            predicate `layer -> bool`, a preset (`"conv"`, `"dense"`,
+            `"conv+dense"`), or a list of them (see `resolve_layers`). The
+            paper's choice for `mnist_cnn` is
+            `keras_advguard.models.MNIST_CNN_SANITIZED_LAYERS`.
+        sanitizer: the layer to insert, an instance of a stateless
+            `keras.layers.Layer` (`MaskSanitizer`, `MedianSanitizer`,
+            `NLMeansSanitizer`, or your own). It is only used as a template.
+            Defaults to `None`, i.e. `MaskSanitizer()` (relative threshold,
+            `alpha=0.1`).
+        bpda: whether to wrap each sanitizer in the BPDA identity (see
+            above). Defaults to `False`.
+        name: name of the new model. Defaults to `model.name + "_sanitized"`
+            (`"_sanitized_bpda"` with `bpda=True`).
+
+    Returns:
+        A functional `keras.Model` with the input and output of `model`.
+
+    Raises:
+        TypeError: `model` is not a Keras model, `sanitizer` is not a layer
+            instance (a class, a model, anything else), a selector in
+            `after` has a bad type, or `bpda`/`name` have the wrong type.
+        ValueError: a selector matches no layer or is ambiguous (the message
+            lists the valid layers), `after` is empty, the model is
+            unbuilt, subclassed, multi-input or multi-output, `sanitizer`
+            holds weights, or the sanitizer cannot take the output of a
+            chosen layer (its rank, or an output that is not one tensor).
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_advguard.layers import MaskSanitizer
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(8, activation="relu", name="fc1"),
+    ...     keras.layers.Dense(3, name="logits"),
+    ... ])
+    >>> defended = sanitize(model, after="fc1", sanitizer=MaskSanitizer(alpha=0.5))
+    >>> [layer.name for layer in defended.layers[1:]]
+    ['fc1', 'fc1_sanitizer', 'logits']
+    >>> defended.get_layer("fc1") is model.get_layer("fc1")
+    True
+
+    Reference:
+        The "sanitizing hidden activations" defence for convolutional
+        networks; BPDA: A. Athalye, N. Carlini and D. Wagner, "Obfuscated
+        Gradients Give a False Sense of Security", ICML 2018.
+    """
+    # === Checks ===
+    if sanitizer is None:
+        sanitizer = MaskSanitizer()
+    _check_sanitizer(sanitizer)
+    _validation.check_type("bpda", bpda, bool)
+    if name is not None:
+        _validation.check_type("name", name, str)
+    if after is None or (isinstance(after, (list, tuple)) and not after):
+        raise ValueError(
+            "Argument `after` must select at least one layer (a name, a class, "
+            f"a predicate, a preset or a list of them). Received: after={after!r}"
+        )
+    paths = resolve_layers(model, after)
+    taken = _leaf_names(model)
+
+    # === One fresh, uniquely named copy per selected layer ===
+    config = sanitizer.get_config()
+    copies = {}
+    for path in paths:
+        base = sanitizer_name(path)
+        unique, index = base, 0
+        while unique in taken:
+            index += 1
+            unique = f"{base}_{index}"
+        taken.add(unique)
+        copies[path] = sanitizer.__class__.from_config({**config, "name": unique})
+
+    # === Rebuild, sanitizing after each chosen layer ===
+    def insert(path, layer, output):
+        copy = copies.get(path)
+        if copy is None:
+            return output
+        if not isinstance(output, keras.KerasTensor):
+            raise ValueError(
+                f"The output of layer '{path}' is not a single tensor (it is a "
+                f"{type(output).__name__}); a sanitizer cannot follow it."
+            )
+        try:
+            return _bpda(copy)(output) if bpda else copy(output)
+        except ValueError as error:
+            raise ValueError(
+                f"Cannot insert {type(copy).__name__} after layer '{path}' "
+                f"(output shape {tuple(output.shape)}): {error}"
+            ) from error
+
+    default = f"{model.name}_sanitized" + ("_bpda" if bpda else "")
+    return rebuild_model(model, after=insert, name=name or default)
+
+
+def _check_sanitizer(sanitizer):
+    if isinstance(sanitizer, type):
+        raise TypeError(
+            "Argument `sanitizer` must be a layer instance, not a class: write "
+            f"`sanitizer={sanitizer.__name__}(...)`. Received: sanitizer={sanitizer!r}"
+        )
+    if isinstance(sanitizer, keras.Model) or not isinstance(
+        sanitizer, keras.layers.Layer
+    ):
+        raise TypeError(
+            "Argument `sanitizer` must be a keras.layers.Layer instance such as "
+            "MaskSanitizer(), MedianSanitizer() or NLMeansSanitizer(). "
+            f"Received: sanitizer of type {type(sanitizer).__name__}"
+        )
+    if sanitizer.weights:
+        raise ValueError(
+            "Argument `sanitizer` must be a stateless layer (it is copied from "
+            "its config, one copy per insertion, so weights would not be "
+            f"shared). Received: {sanitizer.name} with {len(sanitizer.weights)} "
+            "weights"
+        )
+
+
+def _leaf_names(model):
+    """Names of every layer the flattened model will contain."""
+    return {
+        path.rsplit("/", 1)[-1] for path in resolve_layers(model, lambda layer: True)
+    }

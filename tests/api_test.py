@@ -1,0 +1,100 @@
+"""The public import surface exists and every name in `__all__` resolves."""
+
+import importlib
+
+import pytest
+
+import keras_advguard
+
+PUBLIC = {
+    "keras_advguard": [
+        "DetectorModel",
+        "as_logits_fn",
+        "rebuild_model",
+        "resolve_layers",
+        "MaskSanitizer",
+        "MedianSanitizer",
+        "NLMeansSanitizer",
+        "MedoidDistance",
+        "__version__",
+    ],
+    "keras_advguard.attacks": [
+        "AttackResult",
+        "fgsm",
+        "bim",
+        "pgd",
+        "mim",
+        "carlini_wagner_l2",
+        "spsa",
+        "uniform_noise",
+        "deepfool",
+        "one_pixel",
+        "boundary",
+        "gradient_attack",
+        "bpda",
+        "pgd_with_loss",
+    ],
+    "keras_advguard.datasets": ["load_dataset", "validation_split"],
+    "keras_advguard.models": [
+        "mnist_cnn",
+        "digits_cnn",
+        "cifar_cnn",
+        "load_or_train",
+        "MNIST_CNN_SANITIZED_LAYERS",
+    ],
+    "keras_advguard.metrics": [
+        "roc_curve",
+        "roc_auc",
+        "threshold_at_fpr",
+        "tpr_at_fpr",
+        "detection_report",
+        "attack_success_rate",
+        "robust_accuracy",
+        "evaluation_sets",
+        "EvaluationSets",
+        "stratified_kfold",
+        "train_val_test_split_by_group",
+    ],
+    "keras_advguard.plots": ["DetectionRocDisplay", "plot_mean_roc"],
+    "keras_advguard.layers": [
+        "MaskSanitizer",
+        "MedianSanitizer",
+        "NLMeansSanitizer",
+        "MedoidDistance",
+    ],
+    "keras_advguard.detectors": ["ClassMedoids"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_names_exist(module):
+    mod = importlib.import_module(module)
+    missing = [name for name in PUBLIC[module] if not hasattr(mod, name)]
+    assert not missing, f"{module} lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    "module", ["keras_advguard", "keras_advguard.attacks", "keras_advguard.detectors"]
+)
+def test_all_resolves(module):
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None
+
+
+def test_layers_are_registered_for_safe_loading():
+    import keras
+
+    for name in [
+        "MaskSanitizer",
+        "MedianSanitizer",
+        "NLMeansSanitizer",
+        "MedoidDistance",
+        "DetectorModel",
+        "DenseLogits",
+    ]:
+        assert keras.saving.get_registered_object(f"keras_advguard>{name}") is not None
+
+
+def test_version():
+    assert keras_advguard.__version__.count(".") == 2
