@@ -15,8 +15,8 @@ Everything runs offline on scikit-learn's bundled 8x8 digits. The reference
 model is trained once and cached (`~/.keras_advguard/models`).
 """
 
-import argparse  # noqa: E402
-import os  # noqa: E402
+import argparse
+import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -59,9 +59,7 @@ find the logits behind it) and returns an `AttackResult`. Budgets are cut in
 
 quick = args.quick
 runs = {
-    "uniform noise, eps 0.2": lambda: attacks.uniform_noise(
-        model, x, y=y, eps=0.2, seed=0
-    ),
+    "uniform noise, eps 0.2": lambda: attacks.uniform_noise(model, x, y=y, eps=0.2, seed=0),
     "FGSM, eps 0.2": lambda: attacks.fgsm(model, x, y=y, eps=0.2),
     "BIM, eps 0.2": lambda: attacks.bim(model, x, y=y, eps=0.2),
     "PGD Linf, eps 0.2": lambda: attacks.pgd(model, x, y=y, eps=0.2),
@@ -89,9 +87,7 @@ runs = {
         population=50 if quick else 400,
         seed=0,
     ),
-    "boundary": lambda: attacks.boundary(
-        model, x, y=y, steps=200 if quick else 5000, seed=0
-    ),
+    "boundary": lambda: attacks.boundary(model, x, y=y, steps=200 if quick else 5000, seed=0),
 }
 print(f"{'attack':<26}{'success':>9}{'mean L2':>9}{'mean Linf':>11}{'seconds':>9}")
 for name, run in runs.items():
@@ -126,15 +122,11 @@ defended = DetectorModel(model)
 
 
 def cross_entropy(outputs, labels):
-    return keras.ops.sparse_categorical_crossentropy(
-        labels, outputs["logits"], from_logits=True
-    )
+    return keras.ops.sparse_categorical_crossentropy(labels, outputs["logits"], from_logits=True)
 
 
 try:
-    attacks.pgd_with_loss(
-        lambda v: defended(squeeze(v)), x, cross_entropy, y=y, eps=0.2
-    )
+    attacks.pgd_with_loss(lambda v: defended(squeeze(v)), x, cross_entropy, y=y, eps=0.2)
 except ValueError as error:
     print(f"without BPDA: {error}")
 result = attacks.pgd_with_loss(
@@ -160,12 +152,7 @@ def confidently_wrong(outputs, labels):
 
 
 plain = attacks.pgd(model, x, y=y, eps=0.2)
-adaptive = attacks.pgd_with_loss(
-    DetectorModel(model), x, confidently_wrong, y=y, eps=0.2, seed=0
-)
+adaptive = attacks.pgd_with_loss(DetectorModel(model), x, confidently_wrong, y=y, eps=0.2, seed=0)
 for name, res in (("plain PGD", plain), ("adaptive PGD", adaptive)):
     top = model.predict(res.x_adv, verbose=0).max(axis=1)
-    print(
-        f"{name}: success {res.success_rate:.0%}, "
-        f"median top probability {np.median(top):.3f}"
-    )
+    print(f"{name}: success {res.success_rate:.0%}, median top probability {np.median(top):.3f}")

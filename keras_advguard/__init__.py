@@ -35,14 +35,31 @@ from keras_advguard.detector_model import DetectorModel as DetectorModel
 from keras_advguard.detector_model import as_logits_fn as as_logits_fn
 from keras_advguard.detector_model import rebuild_model as rebuild_model
 from keras_advguard.detector_model import resolve_layers as resolve_layers
+from keras_advguard.detectors import ClassMedoids as ClassMedoids
+from keras_advguard.detectors import EntropyDetector as EntropyDetector
+from keras_advguard.detectors import FeatureSqueezingDetector as FeatureSqueezingDetector
+from keras_advguard.detectors import KNNDetector as KNNDetector
+from keras_advguard.detectors import MedoidLSTMDetector as MedoidLSTMDetector
+from keras_advguard.layers import BitDepthSqueezer as BitDepthSqueezer
 from keras_advguard.layers import MaskSanitizer as MaskSanitizer
 from keras_advguard.layers import MedianSanitizer as MedianSanitizer
+from keras_advguard.layers import MedianSmoothingSqueezer as MedianSmoothingSqueezer
 from keras_advguard.layers import MedoidDistance as MedoidDistance
 from keras_advguard.layers import NLMeansSanitizer as NLMeansSanitizer
+from keras_advguard.layers import NLMeansSqueezer as NLMeansSqueezer
+from keras_advguard.sanitize import sanitize as sanitize
 from keras_advguard.version import __version__ as __version__
 
 __all__ = [
+    "BitDepthSqueezer",
+    "ClassMedoids",
     "DetectorModel",
+    "EntropyDetector",
+    "FeatureSqueezingDetector",
+    "KNNDetector",
+    "MedianSmoothingSqueezer",
+    "MedoidLSTMDetector",
+    "NLMeansSqueezer",
     "MaskSanitizer",
     "MedianSanitizer",
     "MedoidDistance",
@@ -58,4 +75,5 @@ __all__ = [
     "plots",
     "rebuild_model",
     "resolve_layers",
+    "sanitize",
 ]

@@ -16,7 +16,12 @@ DEMO_ATTACKS = {
     "PGD": ("pgd", {"eps": 0.1, "eps_iter": 0.01, "nb_iter": 20}),
 }
 _ARCHITECTURE = {"digits": "digits_cnn", "mnist": "mnist_cnn", "cifar10": "cifar_cnn"}
-_EPOCHS = {"digits": 30, "mnist": 5, "cifar10": 15}
+_EPOCHS = {"digits": 30, "mnist": 5, "cifar10": 28}
+_SANITIZED = {
+    "digits": lambda m: m.DIGITS_CNN_SANITIZED_LAYERS,
+    "mnist": lambda m: m.MNIST_CNN_SANITIZED_LAYERS,
+    "cifar10": lambda m: m.CIFAR_CNN_SANITIZED_LAYERS,
+}
 
 
 def _build_parser():
@@ -153,11 +158,13 @@ def run_demo(args):
     rows = [["none (clean)", "-", f"{clean_acc:.3f}", "-", "-", "-", "-", "-", "-"]]
     report = {"clean_accuracy": clean_acc, "attacks": {}}
     folds = {}
+    results = {}
     for name, (function, params) in DEMO_ATTACKS.items():
         result = getattr(attacks, function)(
             model, x_eval, y=y_eval, batch_size=128, verbose=args.verbose, **params
         )
         sets = metrics.evaluation_sets(y_eval, y_pred_clean, result.y_pred_after)
+        results[name] = (result, sets)
         adv_out = detector_model.predict(result.x_adv, verbose=0)
         scores_clean = _max_softmax_score(eval_out["prediction"][sets.clean_index])
         scores_adv = _max_softmax_score(adv_out["prediction"][sets.adversarial_index])
@@ -203,6 +210,15 @@ def run_demo(args):
     )
     print(table)
 
+    defence_table, report["defences"] = _defences(args, model, x_val, x_eval, y_eval, results)
+    print()
+    print(
+        "Defences (oblivious attacks: crafted on the undefended model). Detector "
+        "thresholds at 5% FPR calibrated on the clean validation images."
+    )
+    print(defence_table)
+    table = table + "\n\n## Defences (oblivious attacks)\n\n" + defence_table
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,6 +240,87 @@ def run_demo(args):
     report["roc_png"] = png
     report["seconds"] = elapsed
     return report
+
+
+def _defences(args, model, x_val, x_eval, y_eval, results):
+    """Score each defence of the library on the demo's attacks.
+
+    Returns a markdown table and a dict of the figures.
+    """
+    import numpy as np
+
+    from keras_advguard import attacks, metrics
+    from keras_advguard.datasets import load_dataset
+    from keras_advguard.detectors import (
+        EntropyDetector,
+        FeatureSqueezingDetector,
+        MedoidLSTMDetector,
+    )
+    from keras_advguard.layers import BitDepthSqueezer, MaskSanitizer, MedianSmoothingSqueezer
+    from keras_advguard import models
+    from keras_advguard.sanitize import sanitize
+
+    figures = {}
+    rows = []
+    names = list(results)
+
+    # Sanitizer: accuracy of the sanitized model on clean and attacked inputs.
+    sanitized = sanitize(
+        model, after=list(_SANITIZED[args.dataset](models)), sanitizer=MaskSanitizer()
+    )
+
+    def accuracy(m, x):
+        return metrics.robust_accuracy(y_eval, np.argmax(m.predict(x, verbose=0), axis=1))
+
+    for label, m in (("undefended", model), ("MaskSanitizer(alpha=0.1)", sanitized)):
+        accs = [accuracy(m, x_eval)] + [accuracy(m, results[n][0].x_adv) for n in names]
+        figures[label] = dict(zip(["clean"] + names, accs))
+        rows.append([label, "accuracy"] + [f"{a:.3f}" for a in accs])
+
+    # Detectors: AUC and TPR at 5% FPR on each attack's successful examples.
+    (x_train, y_train), _ = load_dataset(args.dataset, path=args.path)
+    n_fit = 100 if args.quick else 300
+    rng = np.random.default_rng(args.seed)
+    fit_idx = rng.choice(len(x_train), size=min(n_fit, len(x_train)), replace=False)
+    x_fit, y_fit = x_train[fit_idx], y_train[fit_idx]
+    pgd_fit = attacks.pgd(model, x_fit, y=y_fit, **DEMO_ATTACKS["PGD"][1], seed=args.seed)
+    lstm = MedoidLSTMDetector.from_training_data(model, x_train, y_train)
+    lstm.compile()
+    lstm.fit(
+        np.concatenate([x_fit, pgd_fit.x_adv[pgd_fit.success]]),
+        np.concatenate([np.zeros(len(x_fit)), np.ones(int(pgd_fit.success.sum()))]),
+        epochs=10 if args.quick else 30,
+        batch_size=32,
+        verbose=0,
+    )
+    detectors = {
+        "medoid LSTM (trained on PGD)": lambda x: lstm.predict(x, verbose=0).ravel(),
+        "entropy": EntropyDetector(model).score,
+        "squeeze, output": FeatureSqueezingDetector(
+            model, [BitDepthSqueezer(4), MedianSmoothingSqueezer(2)], score="output"
+        ).score,
+        "squeeze, internal": FeatureSqueezingDetector(
+            model, [BitDepthSqueezer(4), MedianSmoothingSqueezer(2)], score="internal"
+        ).score,
+    }
+    for label, score in detectors.items():
+        scores_val = np.asarray(score(x_val))
+        cells, figures[label] = [], {}
+        for name in names:
+            result, sets = results[name]
+            sc = np.asarray(score(x_eval[sets.clean_index]))
+            sa = np.asarray(score(result.x_adv[sets.adversarial_index]))
+            if len(sa) == 0 or len(sc) == 0:
+                cells.append("n/a")
+                continue
+            auc = metrics.roc_auc(sc, sa)
+            tpr = float(metrics.tpr_at_fpr(sc, sa, 0.05, scores_clean_validation=scores_val))
+            figures[label][name] = {"auc": auc, "tpr_at_5": tpr}
+            cells.append(f"AUC {auc:.3f}, TPR {tpr:.3f}")
+        rows.append([label, "detection"] + cells)
+    header = ["defence", "measure", "clean"] + names
+    rows = [r if len(r) == len(header) else r[:2] + ["-"] + r[2:] for r in rows]
+    return _format_table(header, rows), figures
 
 
 def main(argv=None):

@@ -325,3 +325,37 @@ def plot_mean_roc(folds, ax=None, name=None, *, fpr_grid=None, **kwargs):
         roc_auc_std=float(np.std(aucs)),
     )
     return display.plot(ax=ax, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# The papers' figures (one module per method, matplotlib imported lazily).
+# ---------------------------------------------------------------------------
+
+from keras_advguard._plots_entropy import AttackRocDisplay as AttackRocDisplay  # noqa: E402
+from keras_advguard._plots_entropy import (  # noqa: E402
+    EntropyHistogramDisplay as EntropyHistogramDisplay,
+)
+from keras_advguard._plots_entropy import (  # noqa: E402
+    FeatureResponseDisplay as FeatureResponseDisplay,
+)
+from keras_advguard._plots_medoids import (  # noqa: E402
+    ActivationTsneDisplay as ActivationTsneDisplay,
+)
+from keras_advguard._plots_medoids import plot_activation_tsne as plot_activation_tsne  # noqa: E402
+from keras_advguard._plots_sanitizers import LayerDivergence as LayerDivergence  # noqa: E402
+from keras_advguard._plots_sanitizers import (  # noqa: E402
+    LayerDivergenceDisplay as LayerDivergenceDisplay,
+)
+from keras_advguard._plots_sanitizers import TradeoffDisplay as TradeoffDisplay  # noqa: E402
+from keras_advguard._plots_sanitizers import layer_divergence as layer_divergence  # noqa: E402
+from keras_advguard._plots_sanitizers import (  # noqa: E402
+    plot_layer_divergence as plot_layer_divergence,
+)
+from keras_advguard._plots_sanitizers import plot_tradeoff as plot_tradeoff  # noqa: E402
+from keras_advguard._plots_squeeze import (  # noqa: E402, F401 - public, renamed
+    LayerDivergenceDisplay as CosineDivergenceDisplay,
+)
+from keras_advguard._plots_squeeze import (  # noqa: E402
+    layer_cosine_distances as layer_cosine_distances,
+)
+from keras_advguard._plots_squeeze import same_norm_noise as same_norm_noise  # noqa: E402

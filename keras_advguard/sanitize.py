@@ -91,7 +91,8 @@ def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):
             `after` has a bad type, or `bpda`/`name` have the wrong type.
         ValueError: a selector matches no layer or is ambiguous (the message
             lists the valid layers), `after` is empty, the model is
-            unbuilt, subclassed, multi-input or multi-output, `sanitizer`
+            unbuilt, subclassed, multi-input or multi-output, two nested
+            layers share a name (the flat model needs unique names), `sanitizer`
             holds weights, or the sanitizer cannot take the output of a
             chosen layer (its rank, or an output that is not one tensor).
 
@@ -188,7 +189,15 @@ def _check_sanitizer(sanitizer):
 
 
 def _leaf_names(model):
-    """Names of every layer the flattened model will contain."""
-    return {
-        path.rsplit("/", 1)[-1] for path in resolve_layers(model, lambda layer: True)
-    }
+    """Names of every layer the flattened model will contain (checked unique)."""
+    paths_by_name = {}
+    for path in resolve_layers(model, lambda layer: True):
+        paths_by_name.setdefault(path.rsplit("/", 1)[-1], []).append(path)
+    for name, paths in paths_by_name.items():
+        if len(paths) > 1:
+            raise ValueError(
+                f"Layer name '{name}' is used by several nested layers ({paths}). "
+                "`sanitize` flattens nested models into one graph, where Keras "
+                "needs unique layer names. Give the nested layers distinct names."
+            )
+    return set(paths_by_name)

@@ -16,6 +16,15 @@ PUBLIC = {
         "MedianSanitizer",
         "NLMeansSanitizer",
         "MedoidDistance",
+        "BitDepthSqueezer",
+        "MedianSmoothingSqueezer",
+        "NLMeansSqueezer",
+        "ClassMedoids",
+        "MedoidLSTMDetector",
+        "KNNDetector",
+        "EntropyDetector",
+        "FeatureSqueezingDetector",
+        "sanitize",
         "__version__",
     ],
     "keras_advguard.attacks": [
@@ -55,14 +64,39 @@ PUBLIC = {
         "stratified_kfold",
         "train_val_test_split_by_group",
     ],
-    "keras_advguard.plots": ["DetectionRocDisplay", "plot_mean_roc"],
+    "keras_advguard.plots": [
+        "DetectionRocDisplay",
+        "plot_mean_roc",
+        "FeatureResponseDisplay",
+        "EntropyHistogramDisplay",
+        "AttackRocDisplay",
+        "ActivationTsneDisplay",
+        "plot_activation_tsne",
+        "layer_divergence",
+        "plot_layer_divergence",
+        "plot_tradeoff",
+        "CosineDivergenceDisplay",
+        "layer_cosine_distances",
+        "same_norm_noise",
+    ],
     "keras_advguard.layers": [
         "MaskSanitizer",
         "MedianSanitizer",
         "NLMeansSanitizer",
         "MedoidDistance",
+        "BitDepthSqueezer",
+        "MedianSmoothingSqueezer",
+        "NLMeansSqueezer",
     ],
-    "keras_advguard.detectors": ["ClassMedoids"],
+    "keras_advguard.detectors": [
+        "ClassMedoids",
+        "MedoidLSTMDetector",
+        "KNNDetector",
+        "feature_response",
+        "local_spatial_entropy",
+        "EntropyDetector",
+        "FeatureSqueezingDetector",
+    ],
 }
 
 
@@ -86,6 +120,10 @@ def test_layers_are_registered_for_safe_loading():
     import keras
 
     for name in [
+        "BitDepthSqueezer",
+        "MedianSmoothingSqueezer",
+        "NLMeansSqueezer",
+        "MedoidLSTMDetector",
         "MaskSanitizer",
         "MedianSanitizer",
         "NLMeansSanitizer",

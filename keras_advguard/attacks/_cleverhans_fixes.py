@@ -70,12 +70,8 @@ def projected_gradient_descent(
     Same arguments; `**kwargs` go to cleverhans as they are.
     """
     if sanity_checks:
-        _sanity_checks(
-            x, eps, eps_iter, norm, kwargs.get("clip_min"), kwargs.get("clip_max")
-        )
-    return _cleverhans_pgd(
-        model_fn, x, eps, eps_iter, nb_iter, norm, sanity_checks=False, **kwargs
-    )
+        _sanity_checks(x, eps, eps_iter, norm, kwargs.get("clip_min"), kwargs.get("clip_max"))
+    return _cleverhans_pgd(model_fn, x, eps, eps_iter, nb_iter, norm, sanity_checks=False, **kwargs)
 
 
 def basic_iterative_method(

@@ -71,15 +71,15 @@ class AttackResult:
 
         Example:
 
-        >>> import numpy as np
-        >>> r = AttackResult(
-        ...     x_adv=np.zeros((2, 1)), success=np.array([True, False]),
-        ...     y_pred_before=np.array([0, 1]), y_pred_after=np.array([1, 1]),
-        ...     labels=np.array([0, 1]), l2=np.array([0.5, 0.1]),
-        ...     linf=np.array([0.2, 0.1]), seconds=1.5, attack="fgsm",
-        ...     targeted=False, params={})
-        >>> r.summary()["success_rate"], r.summary()["mean_l2"]
-        (0.5, 0.5)
+            >>> import numpy as np
+            >>> r = AttackResult(
+            ...     x_adv=np.zeros((2, 1)), success=np.array([True, False]),
+            ...     y_pred_before=np.array([0, 1]), y_pred_after=np.array([1, 1]),
+            ...     labels=np.array([0, 1]), l2=np.array([0.5, 0.1]),
+            ...     linf=np.array([0.2, 0.1]), seconds=1.5, attack="fgsm",
+            ...     targeted=False, params={})
+            >>> r.summary()["success_rate"], r.summary()["mean_l2"]
+            (0.5, 0.5)
         """
         ok = self.success
         return {
@@ -222,7 +222,9 @@ def logits_callable(model):
 
     from keras_advguard.detector_model import as_logits_fn
 
-    fn = as_logits_fn(model)
+    # Keras models need no AutoGraph conversion, and converting the callable
+    # re-reads its source file (fragile: it fails when the file changed).
+    fn = tf.autograph.experimental.do_not_convert(as_logits_fn(model))
 
     def logits_fn(x):
         return tf.cast(fn(x), tf.float32)
@@ -342,9 +344,7 @@ def run_attack(
         out = np.clip(np.asarray(out, dtype="float32"), clip_min, clip_max)
         x_adv[begin:end] = out
         pred_before[begin:end] = before
-        pred_after[begin:end] = np.argmax(
-            np.asarray(logits_fn(tf.constant(out))), axis=1
-        )
+        pred_after[begin:end] = np.argmax(np.asarray(logits_fn(tf.constant(out))), axis=1)
         labels[begin:end] = lab
         bar.update(step)
         begin = end

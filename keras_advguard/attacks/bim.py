@@ -59,12 +59,12 @@ def bim(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> result = bim(model, x, eps=0.1, nb_iter=3)
-    >>> bool(np.all(result.linf <= 0.1 + 1e-6))
-    True
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> result = bim(model, x, eps=0.1, nb_iter=3)
+        >>> bool(np.all(result.linf <= 0.1 + 1e-6))
+        True
 
     Reference:
         A. Kurakin, I. Goodfellow and S. Bengio, "Adversarial Examples in the

@@ -83,12 +83,12 @@ def boundary(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.random.default_rng(0).random((4, 4), dtype="float32")
-    >>> result = boundary(model, x, steps=50, seed=0)
-    >>> bool(np.all((result.x_adv >= 0) & (result.x_adv <= 1)))
-    True
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.random.default_rng(0).random((4, 4), dtype="float32")
+        >>> result = boundary(model, x, steps=50, seed=0)
+        >>> bool(np.all((result.x_adv >= 0) & (result.x_adv <= 1)))
+        True
 
     Reference:
         W. Brendel, J. Rauber and M. Bethge, "Decision-Based Adversarial
@@ -137,9 +137,7 @@ def boundary(
             start = starting_points.reshape(n, -1)
             found = is_adv(start)
         else:
-            start, found = _noise_start(
-                is_adv, flat, init_attempts, rng, clip_min, clip_max
-            )
+            start, found = _noise_start(is_adv, flat, init_attempts, rng, clip_min, clip_max)
         best = _blend_search(is_adv, flat, np.where(found[:, None], start, flat), found)
         best = _walk(
             is_adv,
@@ -170,9 +168,7 @@ def boundary(
         batch_size=batch_size,
         verbose=verbose,
         seed=seed,
-        batch_args={}
-        if starting_points is None
-        else {"starting_points": starting_points},
+        batch_args={} if starting_points is None else {"starting_points": starting_points},
         params={
             "steps": steps,
             "spherical_step": spherical_step,
@@ -245,11 +241,9 @@ def _walk(
         unit_dirs = source_dirs / np.maximum(source_norms, 1e-12)[:, None]
         eta = rng.standard_normal(flat.shape)
         eta -= np.sum(eta * unit_dirs, axis=1, keepdims=True) * unit_dirs
-        eta *= (
-            spherical_steps
-            * source_norms
-            / np.maximum(np.linalg.norm(eta, axis=1), 1e-12)
-        )[:, None]
+        eta *= (spherical_steps * source_norms / np.maximum(np.linalg.norm(eta, axis=1), 1e-12))[
+            :, None
+        ]
         distances = np.sqrt(spherical_steps**2 + 1.0)
         spherical = flat + (eta - source_dirs) / distances[:, None]
         spherical = np.clip(spherical, clip_min, clip_max)
@@ -257,9 +251,7 @@ def _walk(
         new_norms = np.linalg.norm(new_dirs, axis=1)
         lengths = source_steps * source_norms + new_norms - source_norms
         lengths = np.maximum(lengths, 0.0) / np.maximum(new_norms, 1e-12)
-        candidates = np.clip(
-            spherical + lengths[:, None] * new_dirs, clip_min, clip_max
-        )
+        candidates = np.clip(spherical + lengths[:, None] * new_dirs, clip_min, clip_max)
         candidates = candidates.astype("float32")
         # === Accept ===
         hit = is_adv(candidates)
@@ -284,9 +276,7 @@ def _walk(
                 rate = step_stats.mean()
                 up = full & (rate > 0.25)
                 down = full & (rate < 0.1)
-                source_steps *= np.where(
-                    up, adaptation, np.where(down, 1.0 / adaptation, 1.0)
-                )
+                source_steps *= np.where(up, adaptation, np.where(down, 1.0 / adaptation, 1.0))
                 step_stats.clear(up | down)
     return best
 

@@ -33,14 +33,14 @@ def bpda(forward_fn, backward_fn=None):
 
     Example:
 
-    >>> import keras, tensorflow as tf
-    >>> rounded = bpda(keras.ops.round)  # gradient of round() is 0 everywhere
-    >>> x = tf.constant([0.2, 0.7])
-    >>> with tf.GradientTape() as tape:
-    ...     tape.watch(x)
-    ...     y = rounded(x)
-    >>> y.numpy().tolist(), tape.gradient(y, x).numpy().tolist()
-    ([0.0, 1.0], [1.0, 1.0])
+        >>> import keras, tensorflow as tf
+        >>> rounded = bpda(keras.ops.round)  # gradient of round() is 0 everywhere
+        >>> x = tf.constant([0.2, 0.7])
+        >>> with tf.GradientTape() as tape:
+        ...     tape.watch(x)
+        ...     y = rounded(x)
+        >>> y.numpy().tolist(), tape.gradient(y, x).numpy().tolist()
+        ([0.0, 1.0], [1.0, 1.0])
 
     Reference:
         A. Athalye, N. Carlini and D. Wagner, "Obfuscated Gradients Give a
@@ -49,8 +49,7 @@ def bpda(forward_fn, backward_fn=None):
     for name, fn in (("forward_fn", forward_fn), ("backward_fn", backward_fn)):
         if fn is not None and not callable(fn):
             raise TypeError(
-                f"Argument `{name}` must be callable. "
-                f"Received: {name} of type {type(fn).__name__}"
+                f"Argument `{name}` must be callable. Received: {name} of type {type(fn).__name__}"
             )
 
     def wrapped(x, *args, **kwargs):
@@ -63,18 +62,12 @@ def bpda(forward_fn, backward_fn=None):
             raise ValueError(
                 f"`bpda` needs `forward_fn` to return the shape of {stand_in}. "
                 f"Received: {tuple(forward.shape)} vs {tuple(approx.shape)}"
-                + (
-                    ". Pass a `backward_fn` of the output's shape."
-                    if backward_fn is None
-                    else ""
-                )
+                + (". Pass a `backward_fn` of the output's shape." if backward_fn is None else "")
             )
         forward = keras.ops.cast(forward, approx.dtype)
         return approx + keras.ops.stop_gradient(forward - approx)
 
-    wrapped.__name__ = "bpda_" + getattr(
-        forward_fn, "__name__", type(forward_fn).__name__
-    )
+    wrapped.__name__ = "bpda_" + getattr(forward_fn, "__name__", type(forward_fn).__name__)
     return wrapped
 
 

@@ -76,13 +76,13 @@ def carlini_wagner_l2(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> result = carlini_wagner_l2(
-    ...     model, x, max_iterations=20, binary_search_steps=2, learning_rate=0.1)
-    >>> result.x_adv.shape, bool(np.all(result.x_adv <= 1.0))
-    ((2, 4), True)
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> result = carlini_wagner_l2(
+        ...     model, x, max_iterations=20, binary_search_steps=2, learning_rate=0.1)
+        >>> result.x_adv.shape, bool(np.all(result.x_adv <= 1.0))
+        ((2, 4), True)
 
     Reference:
         N. Carlini and D. Wagner, "Towards Evaluating the Robustness of Neural
@@ -94,14 +94,10 @@ def carlini_wagner_l2(
 
     check = _validation.check_number
     confidence = float(check("confidence", confidence, min_value=0))
-    initial_const = float(
-        check("initial_const", initial_const, min_value=0, min_inclusive=False)
-    )
+    initial_const = float(check("initial_const", initial_const, min_value=0, min_inclusive=False))
     _validation.check_positive_int("binary_search_steps", binary_search_steps)
     _validation.check_positive_int("max_iterations", max_iterations)
-    learning_rate = float(
-        check("learning_rate", learning_rate, min_value=0, min_inclusive=False)
-    )
+    learning_rate = float(check("learning_rate", learning_rate, min_value=0, min_inclusive=False))
     _validation.check_type("abort_early", abort_early, bool)
     _common.check_clip(clip_min, clip_max)
     logits_fn = _common.logits_callable(model)

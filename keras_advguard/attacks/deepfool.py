@@ -60,12 +60,13 @@ def deepfool(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((4, 4), 0.5, dtype="float32")
-    >>> result = deepfool(model, x)
-    >>> bool(result.success.all())  # a linear model flips in one step
-    True
+        >>> import keras, numpy as np
+        >>> keras.utils.set_random_seed(0)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((4, 4), 0.5, dtype="float32")
+        >>> result = deepfool(model, x)
+        >>> bool(result.success.all())  # a linear model flips in one step
+        True
 
     Reference:
         S.-M. Moosavi-Dezfooli, A. Fawzi and P. Frossard, "DeepFool: a simple

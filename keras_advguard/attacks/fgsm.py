@@ -55,12 +55,12 @@ def fgsm(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> result = fgsm(model, x, eps=0.1)
-    >>> np.allclose(result.linf, 0.1), result.x_adv.shape
-    (True, (2, 4))
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> result = fgsm(model, x, eps=0.1)
+        >>> np.allclose(result.linf, 0.1), result.x_adv.shape
+        (True, (2, 4))
 
     Reference:
         I. Goodfellow, J. Shlens and C. Szegedy, "Explaining and Harnessing

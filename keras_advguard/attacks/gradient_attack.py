@@ -58,12 +58,12 @@ def gradient_attack(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> result = gradient_attack(model, x, eps=0.3, steps=3)
-    >>> bool(np.all(result.l2 <= 0.3 + 1e-6))
-    True
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> result = gradient_attack(model, x, eps=0.3, steps=3)
+        >>> bool(np.all(result.l2 <= 0.3 + 1e-6))
+        True
 
     Reference:
         J. Rauber, W. Brendel and M. Bethge, "Foolbox: A Python toolbox to

@@ -62,12 +62,12 @@ def mim(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> result = mim(model, x, eps=0.1, nb_iter=3)
-    >>> bool(np.all(result.linf <= 0.1 + 1e-6))
-    True
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> result = mim(model, x, eps=0.1, nb_iter=3)
+        >>> bool(np.all(result.linf <= 0.1 + 1e-6))
+        True
 
     Reference:
         Y. Dong, F. Liao, T. Pang, H. Su, J. Zhu, X. Hu and J. Li, "Boosting
@@ -82,9 +82,7 @@ def mim(
     eps = _common.check_eps(eps)
     eps_iter = _common.check_step(eps, eps_iter, nb_iter)
     norm = _common.check_norm(norm)
-    decay_factor = float(
-        _validation.check_number("decay_factor", decay_factor, min_value=0)
-    )
+    decay_factor = float(_validation.check_number("decay_factor", decay_factor, min_value=0))
 
     def attack_batch(logits_fn, xb, labels, rng):
         return momentum_iterative_method(

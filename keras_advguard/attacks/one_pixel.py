@@ -62,13 +62,13 @@ def one_pixel(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential(
-    ...     [keras.Input((3, 3, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
-    >>> x = np.full((1, 3, 3, 1), 0.5, dtype="float32")
-    >>> result = one_pixel(model, x, maxiter=3, population=10, seed=0)
-    >>> int(np.count_nonzero(result.x_adv != x)) <= 1
-    True
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential(
+        ...     [keras.Input((3, 3, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+        >>> x = np.full((1, 3, 3, 1), 0.5, dtype="float32")
+        >>> result = one_pixel(model, x, maxiter=3, population=10, seed=0)
+        >>> int(np.count_nonzero(result.x_adv != x)) <= 1
+        True
 
     Reference:
         J. Su, D. V. Vargas and K. Sakurai, "One Pixel Attack for Fooling Deep
@@ -81,8 +81,7 @@ def one_pixel(
     _validation.check_number("population", population, min_value=5, integer=True)
     if np.ndim(x) != 4:
         raise ValueError(
-            "`one_pixel` needs images of shape (N, H, W, C). "
-            f"Received: x with shape={np.shape(x)}"
+            f"`one_pixel` needs images of shape (N, H, W, C). Received: x with shape={np.shape(x)}"
         )
 
     def attack_batch(logits_fn, xb, labels, rng):

@@ -63,12 +63,12 @@ def pgd(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> result = pgd(model, x, eps=0.5, norm=2, nb_iter=5)
-    >>> bool(np.all(result.l2 <= 0.5 + 1e-5))
-    True
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> result = pgd(model, x, eps=0.5, norm=2, nb_iter=5)
+        >>> bool(np.all(result.l2 <= 0.5 + 1e-5))
+        True
 
     Reference:
         A. Madry, A. Makelov, L. Schmidt, D. Tsipras and A. Vladu, "Towards

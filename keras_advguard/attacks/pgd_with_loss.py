@@ -80,16 +80,16 @@ def pgd_with_loss(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> def push_up_class_0(outputs, y):
-    ...     return outputs["logits"][:, 0]
-    >>> result = pgd_with_loss(
-    ...     model, x, push_up_class_0, eps=0.1, nb_iter=5, seed=0)
-    >>> logits = lambda x: keras.ops.convert_to_numpy(model(x))[:, 0]
-    >>> bool(np.all(logits(result.x_adv) >= logits(x)))
-    True
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> def push_up_class_0(outputs, y):
+        ...     return outputs["logits"][:, 0]
+        >>> result = pgd_with_loss(
+        ...     model, x, push_up_class_0, eps=0.1, nb_iter=5, seed=0)
+        >>> logits = lambda x: keras.ops.convert_to_numpy(model(x))[:, 0]
+        >>> bool(np.all(logits(result.x_adv) >= logits(x)))
+        True
 
     Reference:
         A. Athalye, N. Carlini and D. Wagner, "Obfuscated Gradients Give a

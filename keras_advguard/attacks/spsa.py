@@ -72,12 +72,12 @@ def spsa(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> result = spsa(model, x, eps=0.1, nb_iter=2, spsa_samples=8)
-    >>> bool(np.all(result.linf <= 0.1 + 1e-6))
-    True
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> result = spsa(model, x, eps=0.1, nb_iter=2, spsa_samples=8)
+        >>> bool(np.all(result.linf <= 0.1 + 1e-6))
+        True
 
     Reference:
         J. Uesato, B. O'Donoghue, A. van den Oord and P. Kohli, "Adversarial
@@ -91,9 +91,7 @@ def spsa(
     check = _validation.check_number
     eps = _common.check_eps(eps)
     _validation.check_positive_int("nb_iter", nb_iter)
-    learning_rate = float(
-        check("learning_rate", learning_rate, min_value=0, min_inclusive=False)
-    )
+    learning_rate = float(check("learning_rate", learning_rate, min_value=0, min_inclusive=False))
     delta = float(check("delta", delta, min_value=0, min_inclusive=False))
     check("spsa_samples", spsa_samples, min_value=2, integer=True)
     if spsa_samples % 2:

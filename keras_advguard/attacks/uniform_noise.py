@@ -46,12 +46,12 @@ def uniform_noise(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, dtype="float32")
-    >>> result = uniform_noise(model, x, eps=0.1, seed=0)
-    >>> bool(np.all(result.linf <= 0.1)), bool(np.all(result.linf > 0))
-    (True, True)
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((2, 4), 0.5, dtype="float32")
+        >>> result = uniform_noise(model, x, eps=0.1, seed=0)
+        >>> bool(np.all(result.linf <= 0.1)), bool(np.all(result.linf > 0))
+        (True, True)
     """
     eps = _common.check_eps(eps)
 

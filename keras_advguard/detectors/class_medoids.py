@@ -177,14 +177,10 @@ class ClassMedoids:
                 f"num_classes={num_classes}, {int(keep.sum())} samples"
             )
 
-        medoids = {
-            k: np.empty((num_classes, v.shape[1]), v.dtype) for k, v in layers.items()
-        }
+        medoids = {k: np.empty((num_classes, v.shape[1]), v.dtype) for k, v in layers.items()}
         indices = {k: np.empty(num_classes, dtype=np.int64) for k in layers}
         used = np.empty(num_classes, dtype=np.int64)
-        bar = _progress.progress_bar(
-            num_classes, verbose=self.verbose, unit_name="class"
-        )
+        bar = _progress.progress_bar(num_classes, verbose=self.verbose, unit_name="class")
         for c in range(num_classes):
             members = order[bounds[c] : bounds[c + 1]]
             cap = self.max_samples_per_class
@@ -211,9 +207,7 @@ class ClassMedoids:
         self.n_samples_per_class_ = used
         return self
 
-    def fit_from_model(
-        self, detector_model, x, y=None, *, batch_size=128, cache_dir=None
-    ):
+    def fit_from_model(self, detector_model, x, y=None, *, batch_size=128, cache_dir=None):
         """Run `detector_model` over `x` and fit the medoids of its taps.
 
         Args:
@@ -260,17 +254,11 @@ class ClassMedoids:
                 )
         else:
             if y is None:
-                raise ValueError(
-                    "Labels `y` are required for array inputs. Received: y=None"
-                )
+                raise ValueError("Labels `y` are required for array inputs. Received: y=None")
             y = np.asarray(y)
             _validation.check_same_length("x", x, "y", y)
 
-        with (
-            tempfile.TemporaryDirectory(dir=cache_dir)
-            if cache_dir
-            else nullcontext() as tmp
-        ):
+        with tempfile.TemporaryDirectory(dir=cache_dir) if cache_dir else nullcontext() as tmp:
             store = _ActivationStore(names, tmp)
             predictions, labels = [], []
             for outputs, yb in detector_model.iter_activations(
@@ -278,9 +266,7 @@ class ClassMedoids:
             ):
                 store.append(outputs["activations"])
                 if self.only_correct:
-                    predictions.append(
-                        _as_class_ids("prediction", outputs["prediction"])
-                    )
+                    predictions.append(_as_class_ids("prediction", outputs["prediction"]))
                 if is_dataset:
                     if yb is None:
                         raise ValueError(
@@ -300,9 +286,7 @@ class ClassMedoids:
             _validation.check_positive_int("num_classes", self.num_classes)
         _validation.check_type("only_correct", self.only_correct, (bool, np.bool_))
         if self.max_samples_per_class is not None:
-            _validation.check_positive_int(
-                "max_samples_per_class", self.max_samples_per_class
-            )
+            _validation.check_positive_int("max_samples_per_class", self.max_samples_per_class)
         _validation.check_number("seed", self.seed, min_value=0, integer=True)
         _validation.check_positive_int("block_size", self.block_size)
         _validation.check_choice("verbose", self.verbose, (0, 1, 2))
@@ -369,9 +353,7 @@ def _medoid_index(points, block_size):
     # alike, the subtraction's rounding is relative to the centered value.
     y = np.empty((k, dim), dtype=np.float32)
     if points.dtype == np.float32:
-        np.subtract(
-            points, points.mean(axis=0, dtype=np.float64).astype(np.float32), out=y
-        )
+        np.subtract(points, points.mean(axis=0, dtype=np.float64).astype(np.float32), out=y)
     else:
         center = points.mean(axis=0, dtype=np.float64)
         for s in range(0, k, b):
@@ -414,12 +396,7 @@ def _medoid_index(points, block_size):
     # rounding); casting the centered points to float32 moves each by at most
     # u * ||y_i||. Summing gives a bound on |sums_i - exact sum_i|.
     lengths = np.sqrt(norms)
-    bound = (
-        delta * inv
-        + 1.01 * _U32 * (sums + k * lengths + lengths.sum())
-        + 1e-12 * sums
-        + 1e-300
-    )
+    bound = delta * inv + 1.01 * _U32 * (sums + k * lengths + lengths.sum()) + 1e-12 * sums + 1e-300
     candidates = np.flatnonzero(sums - bound <= np.min(sums + bound))
     if len(candidates) == 1:
         return int(candidates[0])
@@ -478,9 +455,7 @@ class _ActivationStore:
 
     def finish(self):
         if self.rows == 0:
-            raise ValueError(
-                "Argument `x` must not be empty. Received: x with 0 samples"
-            )
+            raise ValueError("Argument `x` must not be empty. Received: x with 0 samples")
         if self.folder is None:
             return {name: np.concatenate(self.chunks.pop(name)) for name in self.names}
         return {

@@ -195,9 +195,9 @@ class _GuidedBackprop:
                 return wrapper(*args, **kwargs)
             if _is_plain_relu_layer(layer):
                 counter[0] += 1
-                return _GuidedReLU(
-                    dtype=layer.dtype_policy, name=f"guided_relu_{counter[0]}"
-                )(args[0])
+                return _GuidedReLU(dtype=layer.dtype_policy, name=f"guided_relu_{counter[0]}")(
+                    args[0]
+                )
             return None
 
         self.guided_model = rebuild_model(
@@ -217,8 +217,12 @@ class _GuidedBackprop:
             tape.watch(x)
             activations = self.guided_model(x, training=False)[self.layer_path]
             activations = tf.cast(activations, tf.float32)
-            objective = tf.reduce_sum(activations * tf.stop_gradient(activations))
-        gradient = tape.gradient(objective, x)
+        # The gradient of sum(A * stop_gradient(A)): A seeds the backward
+        # pass. Passed as `output_gradients` (not stopped), an outer tape
+        # still sees how A moves with x: through ReLUs the Jacobian is
+        # piecewise constant, so A is the only path of second-order
+        # gradients (adaptive attacks).
+        gradient = tape.gradient(activations, x, output_gradients=activations)
         if gradient is None:
             gradient = tf.zeros_like(x)
         return tf.cast(gradient, tf.float32)
@@ -238,9 +242,7 @@ class _GuidedBackprop:
         if not _batching.is_tf_dataset(x):
             x = _check_inputs(x, self.guided_model.inputs[0].shape)
         fn = self.compiled()
-        bar = _progress.progress_bar(
-            _batching.num_batches(x, batch_size, rank), verbose=verbose
-        )
+        bar = _progress.progress_bar(_batching.num_batches(x, batch_size, rank), verbose=verbose)
         out = []
         for step, xb in enumerate(
             _batching.iterate_batches(x, batch_size, input_rank=rank), start=1

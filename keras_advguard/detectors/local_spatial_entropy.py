@@ -32,7 +32,7 @@ def local_spatial_entropy(gray, patch=3, bandwidth=0.0):
 
         S_i = - sum_v h_i(v) log2 h_i(v)
 
-    computed as `log2(n_i) - (1 / n_i) sum_{j in W(i)} log2 c_j`, where
+    computed as `(1 / n_i) sum_{j in W(i)} log2(n_i / c_j)`, where
     `c_j = #{k in W(i): g_k = g_j}` (each level `v` is counted `h_i(v) n_i`
     times). This equals `skimage.filters.rank.entropy(gray,
     footprint=np.ones((patch, patch)))` (tested to 1e-12):
@@ -117,9 +117,10 @@ def local_spatial_entropy(gray, patch=3, bandwidth=0.0):
     valid_stacked = tf.stack(valid, axis=-1)
     n = tf.reduce_sum(valid_stacked, axis=-1)  # (N, H, W), >= 1
 
-    # sum_j valid_j log2(c_j), one window position j at a time (memory
-    # (N, H, W, P) instead of (N, H, W, P, P)).
-    log_counts = tf.zeros_like(n)
+    # sum_j valid_j log(n / c_j), one window position j at a time (memory
+    # (N, H, W, P) instead of (N, H, W, P, P)); n / c_j is exactly 1 for a
+    # single level, so a constant window gives exactly 0.
+    total = tf.zeros_like(n)
     for j in range(patch * patch):
         diff = stacked - stacked[..., j : j + 1]
         if bandwidth > 0:
@@ -127,12 +128,10 @@ def local_spatial_entropy(gray, patch=3, bandwidth=0.0):
         else:
             kernel = tf.cast(tf.equal(diff, 0.0), tf.float64)
         count = tf.reduce_sum(kernel * valid_stacked, axis=-1)
-        # c_j >= 1 where j is valid (it counts itself); 1 elsewhere (log 0).
-        count = tf.where(valid[j] > 0, count, tf.ones_like(count))
-        log_counts += valid[j] * tf.math.log(count)
-    log2 = np.log(2.0)
-    entropy = (tf.math.log(n) - log_counts / n) / log2
-    entropy = tf.maximum(entropy, 0.0)  # -0.0 and 1e-16 roundoff of one level
+        # c_j >= 1 where j is valid (it counts itself); n elsewhere (log 1).
+        count = tf.where(valid[j] > 0, count, n)
+        total += valid[j] * tf.math.log(n / count)
+    entropy = total / (n * np.log(2.0))
     return entropy[0] if squeeze else entropy
 
 
@@ -248,9 +247,7 @@ def entropy_score(response, patch=3, levels=256, surrogate_bandwidth=None):
         "surrogate_bandwidth", surrogate_bandwidth, min_value=0.0, min_inclusive=False
     )
     gray = _gray(response, levels)  # rounded value, identity gradient
-    exact = tf.reduce_mean(
-        local_spatial_entropy(tf.stop_gradient(gray), patch), axis=[1, 2]
-    )
+    exact = tf.reduce_mean(local_spatial_entropy(tf.stop_gradient(gray), patch), axis=[1, 2])
     soft = tf.reduce_mean(
         local_spatial_entropy(gray, patch, bandwidth=surrogate_bandwidth), axis=[1, 2]
     )

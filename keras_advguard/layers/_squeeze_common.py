@@ -27,8 +27,7 @@ def check_value_range(value_range):
     _validation.check_number("value_range[1]", high)
     if not float(low) < float(high):
         raise ValueError(
-            "Argument `value_range` must satisfy low < high. "
-            f"Received: value_range={value_range!r}"
+            f"Argument `value_range` must satisfy low < high. Received: value_range={value_range!r}"
         )
     return float(low), float(high)
 

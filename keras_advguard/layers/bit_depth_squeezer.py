@@ -21,8 +21,10 @@ class BitDepthSqueezer(keras.layers.Layer):
     which for the default range is Xu et al.'s `round(x * L) / L`
     (`numpy.rint`: halves round to the even integer). The result equals, bit
     for bit in float32 and float64, `numpy.rint` applied with the same
-    operations, and ART's `FeatureSqueezing(clip_values=(low, high),
-    bit_depth=bits)` for inputs inside the range. Values outside
+    operations. ART's `FeatureSqueezing(clip_values=(low, high),
+    bit_depth=bits)` picks the same levels but returns them in float64 (its
+    `2**bits - 1` is a float64 scalar), so on float32 inputs the two agree
+    up to the float32 rounding of the levels (exactly for 1 bit). Values outside
     `value_range` are not clipped: they round to the same grid extended
     beyond it. Each sample, position and channel is independent, so any
     input rank is accepted.

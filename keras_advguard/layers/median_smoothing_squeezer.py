@@ -64,9 +64,8 @@ class MedianSmoothingSqueezer(keras.layers.Layer):
         >>> import numpy as np
         >>> image = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
         >>> squeezed = MedianSmoothingSqueezer(window=2)(image)
-        >>> keras.ops.convert_to_numpy(squeezed)[0, :, :, 0]
-        array([[1., 2.],
-           [3., 3.]], dtype=float32)
+        >>> keras.ops.convert_to_numpy(squeezed)[0, :, :, 0].tolist()
+        [[1.0, 2.0], [3.0, 3.0]]
 
     Reference:
         W. Xu, D. Evans and Y. Qi, "Feature Squeezing: Detecting

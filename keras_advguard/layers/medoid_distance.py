@@ -83,9 +83,7 @@ class MedoidDistance(keras.layers.Layer):
         Classification", ICIP 2019.
     """
 
-    def __init__(
-        self, medoid_shapes, tap_names=None, standardize=False, epsilon=1e-12, **kwargs
-    ):
+    def __init__(self, medoid_shapes, tap_names=None, standardize=False, epsilon=1e-12, **kwargs):
         # Distances are computed in float32 under any dtype policy: neither the
         # inputs nor the weights are cast to a float16 compute dtype.
         kwargs.setdefault("autocast", False)
@@ -179,8 +177,7 @@ class MedoidDistance(keras.layers.Layer):
             tap_names = names
         if (mean is None) != (std is None):
             raise ValueError(
-                "Pass both `mean` and `std`, or neither. "
-                f"Received: mean={mean!r}, std={std!r}"
+                f"Pass both `mean` and `std`, or neither. Received: mean={mean!r}, std={std!r}"
             )
         if standardize is None:
             standardize = mean is not None
@@ -268,9 +265,7 @@ class MedoidDistance(keras.layers.Layer):
         arrays = [np.asarray(a) for a in self._as_list(activations)]
         n = len(arrays[0])
         for a in arrays[1:]:
-            _validation.check_same_length(
-                "activations[0]", arrays[0], "activations[l]", a
-            )
+            _validation.check_same_length("activations[0]", arrays[0], "activations[l]", a)
         if n == 0:
             raise ValueError("Argument `activations` must not be empty.")
         count = 0
@@ -339,9 +334,7 @@ class MedoidDistance(keras.layers.Layer):
                 f"Expected the activations of {self.num_layers} layers. "
                 f"Received: {len(tensors)} inputs"
             )
-        for i, (tensor, (_, width)) in enumerate(
-            zip(tensors, self.medoid_shapes, strict=True)
-        ):
+        for i, (tensor, (_, width)) in enumerate(zip(tensors, self.medoid_shapes, strict=True)):
             shape = tuple(tensor.shape)
             if len(shape) != 2 or (shape[-1] is not None and shape[-1] != width):
                 raise ValueError(
@@ -353,9 +346,7 @@ class MedoidDistance(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, Mapping):
             first = next(iter(input_shape.values()))
-        elif isinstance(input_shape, (list, tuple)) and isinstance(
-            input_shape[0], (list, tuple)
-        ):
+        elif isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
             first = input_shape[0]
         else:
             first = input_shape
@@ -423,9 +414,7 @@ def _medoid_arrays(medoids):
             f"Received: medoids of type {type(medoids).__name__}"
         )
     arrays = [
-        _validation.check_array(
-            f"medoids[{i}]", np.asarray(v), ndim=2, dtype_kind="fiu"
-        )
+        _validation.check_array(f"medoids[{i}]", np.asarray(v), ndim=2, dtype_kind="fiu")
         for i, v in enumerate(values)
     ]
     return arrays, names

@@ -42,3 +42,15 @@ def test_success_and_progress_on_digits(digits):
 def test_starting_points_of_the_wrong_shape_raise(linear, x_mid):
     with pytest.raises(ValueError, match=r"`starting_points` must have the shape"):
         boundary(linear.model, x_mid, starting_points=x_mid[:2])
+
+
+def test_numpy_black_box(linear, x_mid):
+    """Decision-based: a model that is plain numpy (no gradients) can be attacked."""
+
+    def black_box(x):
+        return linear.logits(np.asarray(x))
+
+    result = boundary(black_box, x_mid, steps=300, seed=0)
+    assert result.success.all()
+    labels = np.argmax(linear.logits(x_mid), axis=1)
+    np.testing.assert_array_equal(result.success, result.y_pred_after != labels)

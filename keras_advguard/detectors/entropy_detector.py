@@ -1,0 +1,491 @@
+"""Adversarial-input detector: entropy of guided feature responses (Amirian et al.)."""
+
+import hashlib
+import json
+import numbers
+import os
+
+import numpy as np
+
+from keras_advguard import _batching, _progress, _validation
+
+DIRECTIONS = ("higher", "lower")
+DEFAULT_FPRS = (0.01, 0.05, 0.1)
+_FORMAT = "keras_advguard.EntropyDetector"
+_FORMAT_VERSION = 1
+
+
+def _check_fpr(name, value):
+    _validation.check_number(name, value, min_value=0.0, max_value=1.0, max_inclusive=False)
+    return float(value)
+
+
+def _fpr_list(fpr):
+    if isinstance(fpr, numbers.Real | np.number) and not isinstance(fpr, bool):
+        return [_check_fpr("fpr", fpr)]
+    if isinstance(fpr, str | bytes) or not hasattr(fpr, "__iter__"):
+        raise TypeError(
+            "Argument `fpr` must be a false positive rate in [0, 1) or a list of "
+            f"them. Received: fpr={fpr!r} of type {type(fpr).__name__}"
+        )
+    values = [_check_fpr(f"fpr[{i}]", f) for i, f in enumerate(fpr)]
+    if not values:
+        raise ValueError("Argument `fpr` must not be an empty list. Received: fpr=[]")
+    return values
+
+
+def _weights_fingerprint(model):
+    """SHA-256 of a model's weights (values, shapes and dtypes, in order)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(np.asarray(weight))
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+class EntropyDetector:
+    """Flags adversarial inputs by the entropy of their guided feature response.
+
+    Amirian et al. observe that a CNN "looks at" a broader region of an
+    adversarial image than of a clean one. The detector measures it:
+
+    1. the feature response `R(x)` by guided backpropagation of the last
+       convolutional layer's activations (`feature_response`);
+    2. its gray map: `|R|`, channels averaged, min-max scaled per image to
+       `levels` integer levels (`response_to_gray`, METHODS.md's
+       **(choice)**);
+    3. the local spatial entropy of each `patch x patch` window, averaged
+       over the image (`entropy_score`);
+    4. a threshold on that score, calibrated on **clean** validation inputs
+       only (`fit`) for a target false positive rate
+       (`metrics.threshold_at_fpr`).
+
+    Which side is adversarial: `direction="higher"` (default) flags scores
+    above the threshold, the paper's finding (broader responses, higher
+    entropy), which our own runs confirm on MNIST and the digits (FGSM, PGD,
+    DeepFool... raise the mean score; see `docs/entropy.md` and the test
+    `test_fgsm_raises_the_score_on_digits`). `direction="lower"` flips it.
+    `score` is oriented so that higher always means "more adversarial" (the
+    convention of `keras_advguard.metrics`): it is the mean entropy, or its
+    negative with `direction="lower"`; `mean_entropy` gives the raw value.
+
+    Saving: `save(path)` writes a small JSON file (parameters, thresholds,
+    the tapped layer's path and a SHA-256 of the model's weights), no pickle
+    and no copy of the model. The classifier is the user's to keep (it
+    usually is saved already); `EntropyDetector.load(path, model)` takes it
+    and refuses a model whose weights differ from those the thresholds were
+    calibrated on.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model` classifier
+            (nested models inside are entered). It is not modified.
+        layer: the layer whose activations are propagated back (see
+            `feature_response`). Defaults to `None`: the last convolutional
+            layer, after its ReLU.
+        patch: side of the entropy window, >= 1. Defaults to `3` (the
+            paper's: the size of the first convolution's filters).
+        fpr: the operating false positive rate of `predict`, in `[0, 1)`.
+            Defaults to `0.05`.
+        batch_size: inputs per batch. Defaults to `128`.
+        levels: number of gray levels, >= 2. Defaults to `256`.
+        direction: `"higher"` or `"lower"`: which entropies are adversarial.
+            Defaults to `"higher"`.
+        verbose: `0` silent, `1` a progress bar over batches. Defaults to `0`.
+
+    Attributes:
+        thresholds_: dict `{fpr: threshold}` calibrated by `fit`, on the
+            oriented `score`; an input is flagged iff `score > threshold`.
+        threshold_: the threshold at the operating `fpr`.
+        layer_path_: the path of the tapped layer (resolved by `fit`).
+        n_calibration_: number of clean inputs the thresholds came from.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(3, activation="softmax"),
+    ... ])
+    >>> x_val = np.random.default_rng(0).uniform(size=(40, 8, 8, 1)).astype("float32")
+    >>> detector = EntropyDetector(model).fit(x_val)
+    >>> sorted(detector.thresholds_)
+    [0.01, 0.05, 0.1]
+    >>> float(np.mean(detector.predict(x_val))) <= 0.05
+    True
+
+    Reference:
+        H. Amirian, A. Hosseini Mehr, F. Marquez, S. Pirk. "Trace and Detect
+        Adversarial Attacks on CNNs Using Feature Response Maps", ANNPR 2018.
+    """
+
+    def __init__(
+        self,
+        model,
+        layer=None,
+        patch=3,
+        fpr=0.05,
+        batch_size=128,
+        *,
+        levels=256,
+        direction="higher",
+        verbose=0,
+    ):
+        self.model = model
+        self.layer = layer
+        self.patch = patch
+        self.fpr = fpr
+        self.batch_size = batch_size
+        self.levels = levels
+        self.direction = direction
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------
+    # Parameters and the guided model
+    # ------------------------------------------------------------------
+
+    def _check_params(self):
+        import keras
+
+        _validation.check_type("model", self.model, keras.Model, "a keras.Model")
+        _validation.check_positive_int("patch", self.patch)
+        _check_fpr("fpr", self.fpr)
+        _validation.check_positive_int("batch_size", self.batch_size)
+        _validation.check_number("levels", self.levels, min_value=2, integer=True)
+        _validation.check_choice("direction", self.direction, DIRECTIONS)
+        _validation.check_choice("verbose", self.verbose, (0, 1, 2))
+
+    def _guided(self):
+        """The guided model, built once per (model, layer)."""
+        from keras_advguard.detectors.feature_response import _GuidedBackprop
+
+        key = (id(self.model), self.layer if isinstance(self.layer, str) else id(self.layer))
+        cached = getattr(self, "_guided_cache", None)
+        if cached is None or cached[0] != key:
+            self._check_params()
+            cached = (key, _GuidedBackprop(self.model, self.layer), {})
+            self._guided_cache = cached
+        return cached[1]
+
+    def _compiled_score(self):
+        import tensorflow as tf
+
+        from keras_advguard.detectors.local_spatial_entropy import entropy_score
+
+        guided = self._guided()
+        functions = self._guided_cache[2]
+        key = (self.patch, self.levels)
+        if key not in functions:
+
+            def score(x):
+                return entropy_score(guided(x), self.patch, self.levels)
+
+            functions[key] = tf.function(score, reduce_retracing=True)
+        return functions[key]
+
+    def _batches(self, x):
+        from keras_advguard.detectors.feature_response import _check_inputs
+
+        guided = self._guided()
+        input_shape = guided.guided_model.inputs[0].shape
+        rank = len(input_shape)
+        if not _batching.is_tf_dataset(x):
+            x = _check_inputs(x, input_shape)
+            if len(input_shape) != 4:
+                raise ValueError(
+                    "EntropyDetector needs a model of images (N, H, W, C). Received: "
+                    f"a model with input shape {tuple(input_shape)}"
+                )
+        bar = _progress.progress_bar(
+            _batching.num_batches(x, self.batch_size, rank), verbose=self.verbose
+        )
+        batches = _batching.iterate_batches(x, self.batch_size, input_rank=rank)
+        for step, xb in enumerate(batches, start=1):
+            yield np.asarray(xb, dtype=np.float32)
+            bar.update(step)
+
+    def _sign(self):
+        return 1.0 if self.direction == "higher" else -1.0
+
+    # ------------------------------------------------------------------
+    # Scores
+    # ------------------------------------------------------------------
+
+    def mean_entropy(self, x):
+        """Mean local spatial entropy (bits) of each input's feature response.
+
+        Args:
+            x: images `(N, H, W, C)` of the model's input shape, or a
+                `tf.data.Dataset` of them.
+
+        Returns:
+            A float64 numpy array `(N,)`.
+
+        Raises:
+            ValueError: `x` not of the model's input shape, or a model without
+                a convolutional layer (and no `layer`).
+        """
+        self._check_params()
+        fn = self._compiled_score()
+        out = [np.asarray(fn(xb)) for xb in self._batches(x)]
+        return np.concatenate(out) if out else np.zeros((0,), np.float64)
+
+    def score(self, x):
+        """The detector score of each input: higher means more adversarial.
+
+        The mean entropy (`direction="higher"`) or its negative
+        (`direction="lower"`), so that `keras_advguard.metrics` functions
+        (positive = adversarial, flag iff `score > threshold`) apply as they
+        are.
+
+        Args:
+            x: images `(N, H, W, C)` or a `tf.data.Dataset` of them.
+
+        Returns:
+            A float64 numpy array `(N,)`.
+        """
+        return self._sign() * self.mean_entropy(x)
+
+    def feature_response(self, x):
+        """Guided feature responses of `x`, float32 `(N, H, W, C)`."""
+        self._check_params()
+        guided = self._guided()
+        out = [np.asarray(guided.compiled()(xb)) for xb in self._batches(x)]
+        return np.concatenate(out)
+
+    def entropy_maps(self, x):
+        """Local spatial entropy maps of the responses of `x`, float64 `(N, H, W)`."""
+        from keras_advguard.detectors.local_spatial_entropy import (
+            local_spatial_entropy,
+            response_to_gray,
+        )
+
+        self._check_params()
+        guided = self._guided()
+        out = []
+        for xb in self._batches(x):
+            gray = response_to_gray(guided.compiled()(xb), self.levels)
+            out.append(np.asarray(local_spatial_entropy(gray, self.patch)))
+        return np.concatenate(out)
+
+    def differentiable_score(self, x, surrogate_bandwidth=1.0):
+        """The oriented score of a batch tensor, with a usable gradient.
+
+        For adaptive white-box attacks (METHODS.md section 7): the value is
+        exactly `score(x)`; the gradient is that of a differentiable stand-in
+        (BPDA): identity through the rounding to gray levels and the
+        soft-histogram entropy with a Gaussian kernel of width
+        `surrogate_bandwidth` gray levels in place of the level counts
+        (`entropy_score(..., surrogate_bandwidth=...)`). The feature response
+        itself is differentiated exactly (second-order gradients of the
+        network through the guided ReLUs).
+
+        Args:
+            x: a batch tensor `(B, H, W, C)`.
+            surrogate_bandwidth: kernel width in gray levels, > 0.
+                Defaults to `1.0`.
+
+        Returns:
+            A float64 `tf.Tensor` `(B,)`.
+        """
+        from keras_advguard.detectors.local_spatial_entropy import entropy_score
+
+        self._check_params()
+        response = self._guided()(x)
+        value = entropy_score(
+            response, self.patch, self.levels, surrogate_bandwidth=surrogate_bandwidth
+        )
+        return self._sign() * value
+
+    # ------------------------------------------------------------------
+    # Calibration and decisions
+    # ------------------------------------------------------------------
+
+    def fit(self, x_clean_validation, fpr=None):
+        """Calibrate the thresholds on clean inputs only.
+
+        For each target false positive rate `f`, the threshold is
+        `metrics.threshold_at_fpr(score(x_clean_validation), f)`: at most a
+        fraction `f` of these clean scores lie above it. Use clean
+        **validation** images, never the test images the detector will be
+        evaluated on (METHODS.md section 7).
+
+        Args:
+            x_clean_validation: clean images `(N, H, W, C)` (or a
+                `tf.data.Dataset` of them).
+            fpr: a false positive rate in `[0, 1)` or a list of them.
+                Defaults to `None`: 1%, 5% and 10% (the paper's). The
+                operating `fpr` of the constructor is always added.
+
+        Returns:
+            `self`.
+
+        Raises:
+            ValueError: an empty set, a rate outside `[0, 1)`, images not of
+                the model's input shape, a model without a convolutional
+                layer (and no `layer`).
+            TypeError: a rate that is not a number.
+        """
+        from keras_advguard import metrics
+
+        self._check_params()
+        targets = list(DEFAULT_FPRS) if fpr is None else _fpr_list(fpr)
+        targets = sorted(set(targets) | {float(self.fpr)})
+        scores = self.score(x_clean_validation)
+        if scores.size == 0:
+            raise ValueError(
+                "Argument `x_clean_validation` must hold at least one image. Received: an empty set"
+            )
+        thresholds = metrics.threshold_at_fpr(scores, targets)
+        self.thresholds_ = {f: float(t) for f, t in zip(targets, thresholds, strict=True)}
+        self.threshold_ = self.thresholds_[float(self.fpr)]
+        self.layer_path_ = self._guided().layer_path
+        self.n_calibration_ = int(scores.size)
+        return self
+
+    def _threshold(self, fpr):
+        _validation.check_is_fitted(self, ["thresholds_", "threshold_"])
+        if fpr is None:
+            return self.threshold_
+        fpr = _check_fpr("fpr", fpr)
+        if fpr not in self.thresholds_:
+            calibrated = ", ".join(repr(f) for f in self.thresholds_)
+            raise ValueError(
+                f"No threshold calibrated for fpr={fpr!r}. Calibrated: {calibrated}. "
+                "Pass it to `fit(..., fpr=[...])`."
+            )
+        return self.thresholds_[fpr]
+
+    def predict(self, x, fpr=None):
+        """Flag adversarial inputs: `score(x) > threshold`.
+
+        Args:
+            x: images `(N, H, W, C)` or a `tf.data.Dataset` of them.
+            fpr: which calibrated threshold to use. Defaults to `None`: the
+                operating `fpr` of the constructor.
+
+        Returns:
+            A bool numpy array `(N,)`, `True` = adversarial.
+
+        Raises:
+            NotFittedError: `fit` was not called.
+            ValueError: `fpr` not among the calibrated rates.
+        """
+        threshold = self._threshold(fpr)
+        return self.score(x) > threshold
+
+    # ------------------------------------------------------------------
+    # Saving
+    # ------------------------------------------------------------------
+
+    def get_config(self):
+        """The constructor arguments other than `model`, as JSON types."""
+        layer = self.layer
+        if layer is not None and not isinstance(layer, str):
+            layer = getattr(self, "layer_path_", None)
+            if layer is None:
+                raise ValueError(
+                    "Only a layer name or path can be saved; fit the detector "
+                    f"first so the layer is resolved. Received: layer={self.layer!r}"
+                )
+        return {
+            "layer": layer,
+            "patch": int(self.patch),
+            "fpr": float(self.fpr),
+            "batch_size": int(self.batch_size),
+            "levels": int(self.levels),
+            "direction": self.direction,
+            "verbose": int(self.verbose),
+        }
+
+    def save(self, path):
+        """Write the fitted detector to a small JSON file (no model, no pickle).
+
+        The file holds the parameters, the thresholds, the tapped layer's
+        path and a description of the model (name, input shape, SHA-256 of
+        its weights) that `load` checks.
+
+        Args:
+            path: file to write (conventionally `*.json`).
+
+        Raises:
+            NotFittedError: `fit` was not called.
+        """
+        from keras_advguard.version import __version__
+
+        _validation.check_is_fitted(self, ["thresholds_", "threshold_"])
+        document = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "keras_advguard_version": __version__,
+            "config": self.get_config(),
+            "fitted": {
+                "layer_path": self.layer_path_,
+                "thresholds": [[f, t] for f, t in sorted(self.thresholds_.items())],
+                "n_calibration": self.n_calibration_,
+            },
+            "model": {
+                "name": self.model.name,
+                "input_shape": list(self.model.inputs[0].shape[1:]),
+                "weights_sha256": _weights_fingerprint(self.model),
+            },
+        }
+        with open(os.fspath(path), "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2, allow_nan=False)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path, model, *, check_weights=True):
+        """Read a detector written by `save`, for `model`.
+
+        Args:
+            path: the JSON file.
+            model: the classifier the detector was fitted for.
+            check_weights: refuse a model whose weights' SHA-256 differs from
+                the saved one (thresholds calibrated on another model mean
+                nothing). Defaults to `True`.
+
+        Returns:
+            A fitted `EntropyDetector`.
+
+        Raises:
+            ValueError: not an `EntropyDetector` file, an unknown format
+                version, or (with `check_weights`) a different model.
+        """
+        with open(os.fspath(path), encoding="utf-8") as f:
+            try:
+                document = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} is not a JSON file: {e}") from e
+        if not isinstance(document, dict) or document.get("format") != _FORMAT:
+            raise ValueError(
+                f"{path} is not a saved EntropyDetector (its 'format' is "
+                f"{document.get('format') if isinstance(document, dict) else None!r})."
+            )
+        if document.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has format_version={document.get('format_version')!r}; this "
+                f"version of keras_advguard reads {_FORMAT_VERSION}."
+            )
+        if check_weights:
+            expected = document["model"]["weights_sha256"]
+            found = _weights_fingerprint(model)
+            if found != expected:
+                raise ValueError(
+                    f"The model's weights (SHA-256 {found[:12]}...) are not those the "
+                    f"detector was calibrated on ({expected[:12]}..., model "
+                    f"'{document['model']['name']}'). Pass the same model, or "
+                    "`check_weights=False` to use the thresholds anyway."
+                )
+        config = dict(document["config"])
+        config["layer"] = document["fitted"]["layer_path"]
+        detector = cls(model, **config)
+        fitted = document["fitted"]
+        detector.thresholds_ = {float(f): float(t) for f, t in fitted["thresholds"]}
+        detector.threshold_ = detector.thresholds_[float(detector.fpr)]
+        detector.layer_path_ = fitted["layer_path"]
+        detector.n_calibration_ = int(fitted["n_calibration"])
+        return detector

@@ -1,0 +1,572 @@
+"""The distance-space LSTM detector of Caldelli et al.: taps -> medoid distances -> LSTM."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_advguard import _batching, _validation
+from keras_advguard.detector_model import DetectorModel
+from keras_advguard.detectors.class_medoids import ClassMedoids
+from keras_advguard.layers.medoid_distance import MedoidDistance
+
+_FIT_DEFAULTS = {"epochs": 100, "batch_size": 100}
+
+
+@keras.saving.register_keras_serializable(package="keras_advguard")
+class MedoidLSTMDetector(keras.Model):
+    """Detect adversarial inputs from their distances to class medoids, layer by layer.
+
+    One Keras model, input image -> score in `[0, 1]` (1 = adversarial):
+
+    1. `detector_model` (a `DetectorModel`) taps `L` layers of the frozen
+       classifier, each pooled to a vector `a_l(x)`;
+    2. `distance` (a `MedoidDistance` layer holding the class medoids
+       `R_c^l`) turns them into the sequence
+       `F[l, c] = || a_l(x) - R_c^l ||_2` of `L` steps x `C` features,
+       optionally standardized per layer;
+    3. `LSTM(lstm_units)` reads the `L` steps; its last hidden state goes to
+       `Dense(1, activation="sigmoid")`.
+
+    Only the LSTM and the dense head are trainable: the classifier is
+    always run in inference mode (`training=False`, so its dropout and batch
+    normalization never switch to training behaviour) and its weights are
+    frozen (`detector_model.trainable = False`). The classifier's layers are
+    shared, not copied, so they are frozen in the classifier object too; set
+    `classifier.trainable = True` to fine-tune it again later.
+
+    The paper's training setup is the default: `compile()` without arguments
+    uses Adam, binary cross-entropy and an `AUC` metric, and `fit` defaults
+    to `epochs=100` and `batch_size=100` (compiling with those defaults when
+    `compile` was never called). Train it like any Keras model, on *inputs*
+    (clean and adversarial images) and their labels `1 = adversarial`;
+    `validation_data`, callbacks and `tf.data` datasets work as usual.
+    `predict` returns the scores, shape `(N,)`. The whole detector
+    (classifier, medoids, standardization, LSTM) saves to one `.keras` file
+    and loads with `keras.models.load_model` in safe mode.
+
+    Build one with `from_training_data` (medoids from the classifier's
+    training set) or `from_medoids` (medoids already fitted with
+    `ClassMedoids`); the constructor takes the two parts directly.
+
+    Args:
+        detector_model: a `DetectorModel` tapping the layers the medoids were
+            computed on, in the same order (`detector_model.tap_names ==
+            distance.tap_names`), or a plain classifier `keras.Model`, then
+            wrapped as `DetectorModel(model, layers=distance.tap_names)`
+            (global average pooling).
+        distance: a `MedoidDistance` layer holding the medoids (and the
+            standardization statistics when `distance.standardize`).
+        lstm_units: width of the LSTM. Defaults to `100` (the paper).
+        **kwargs: `keras.Model` keyword arguments such as `name`.
+
+    Call arguments:
+        inputs: a batch of classifier inputs `(B, ...)`.
+        training: whether the LSTM runs in training mode (the classifier
+            never does). Defaults to `None`.
+
+    Returns:
+        Scores `(B,)` in `[0, 1]`, higher = more likely adversarial.
+
+    Raises:
+        TypeError: `distance` is not a `MedoidDistance`, or
+            `detector_model` not a Keras model.
+        ValueError: taps that do not match the medoids (names, number or
+            widths), or `lstm_units < 1`.
+
+    Example:
+
+        >>> import keras, numpy as np
+        >>> from keras_advguard.detectors.medoid_lstm_detector import MedoidLSTMDetector
+        >>> keras.utils.set_random_seed(0)
+        >>> classifier = keras.Sequential([
+        ...     keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="fc1"),
+        ...     keras.layers.Dense(3, activation="softmax", name="out")])
+        >>> x = np.random.default_rng(0).random((60, 6)).astype("float32")
+        >>> y = np.arange(60) % 3
+        >>> detector = MedoidLSTMDetector.from_training_data(
+        ...     classifier, x, y, layers=["fc1", "out"], lstm_units=4)
+        >>> detector.tap_names, detector.num_classes
+        (['fc1', 'out'], 3)
+        >>> history = detector.fit(x, y == 0, epochs=1, verbose=0)
+        >>> detector.predict(x[:5], verbose=0).shape
+        (5,)
+
+    Reference:
+        R. Caldelli, R. Becarelli, F. Carrara, F. Falchi, G. Amato.
+        "Exploiting CNN Layer Activations to Improve Adversarial Image
+        Classification", ICIP 2019.
+    """
+
+    def __init__(self, detector_model, distance, lstm_units=100, **kwargs):
+        # === Checks ===
+        if isinstance(detector_model, dict):
+            detector_model = keras.saving.deserialize_keras_object(detector_model)
+        if isinstance(distance, dict):
+            distance = keras.saving.deserialize_keras_object(distance)
+        _validation.check_type(
+            "distance", distance, MedoidDistance, "a keras_advguard MedoidDistance layer"
+        )
+        _validation.check_type(
+            "detector_model", detector_model, keras.Model, "a DetectorModel or a keras.Model"
+        )
+        _validation.check_positive_int("lstm_units", lstm_units)
+        if not isinstance(detector_model, DetectorModel):
+            if distance.tap_names is None:
+                raise ValueError(
+                    "A plain classifier needs `distance.tap_names` to know which "
+                    "layers to tap; pass a DetectorModel or a MedoidDistance built "
+                    "with `tap_names`. Received: distance.tap_names=None"
+                )
+            detector_model = DetectorModel(detector_model, layers=distance.tap_names)
+        _check_taps(detector_model, distance)
+        super().__init__(**kwargs)
+
+        # === Layers ===
+        detector_model.trainable = False
+        self.detector_model = detector_model
+        self.distance = distance
+        self.lstm_units = int(lstm_units)
+        self.lstm = keras.layers.LSTM(self.lstm_units, name="lstm")
+        self.head = keras.layers.Dense(1, activation="sigmoid", name="score")
+
+        # === Build now (all shapes are known) ===
+        self.lstm.build((None, distance.num_layers, distance.num_classes))
+        self.head.build((None, self.lstm_units))
+        self.built = True
+
+    # ------------------------------------------------------------------
+    # Construction helpers
+
+    @classmethod
+    def from_medoids(
+        cls,
+        model,
+        medoids,
+        *,
+        pooling="avg",
+        standardize=False,
+        standardization_data=None,
+        batch_size=128,
+        lstm_units=100,
+        **kwargs,
+    ):
+        """Build a detector from medoids fitted beforehand.
+
+        Args:
+            model: the classifier (`keras.Model`), or a `DetectorModel`
+                whose taps are the medoids' layers.
+            medoids: a fitted `ClassMedoids` or a dict
+                `{tap_name: array (C, N_l)}`; its keys name the tapped layers.
+            pooling: pooling of the taps when `model` is a plain classifier;
+                must be the pooling the medoids were computed with. Defaults
+                to `"avg"`.
+            standardize: whether to standardize each layer's distances.
+                Defaults to `False`.
+            standardization_data: classifier inputs (numpy or `tf.data`) the
+                per-layer statistics are fitted on, normally the training set
+                the medoids came from; required when `standardize=True`.
+                Defaults to `None`.
+            batch_size: batch size of the activations pass. Defaults to `128`.
+            lstm_units: width of the LSTM. Defaults to `100`.
+            **kwargs: `keras.Model` keyword arguments such as `name`.
+
+        Returns:
+            A `MedoidLSTMDetector` (untrained LSTM).
+
+        Raises:
+            ValueError: medoids whose keys are not layer names, layers
+                missing from `model`, or `standardize=True` without data.
+        """
+        _validation.check_type("standardize", standardize, (bool, np.bool_))
+        arrays = medoids.medoids_ if isinstance(medoids, ClassMedoids) else medoids
+        if isinstance(medoids, ClassMedoids):
+            _validation.check_is_fitted(medoids, "medoids_")
+        if not isinstance(arrays, dict) or not all(isinstance(k, str) for k in arrays):
+            keys = list(arrays)[:10] if isinstance(arrays, dict) else None
+            raise ValueError(
+                "Argument `medoids` must be keyed by the tapped layers' names (a "
+                "ClassMedoids fitted on `DetectorModel.activations` or a dict "
+                f"{{tap_name: array}}). Received: {type(arrays).__name__} with keys {keys}"
+            )
+        if isinstance(model, DetectorModel):
+            detector_model = model
+        else:
+            detector_model = DetectorModel(model, layers=list(arrays), pooling=pooling)
+        names = list(detector_model.tap_names)
+        missing = [name for name in arrays if name not in names]
+        if missing or len(names) != len(arrays):
+            raise ValueError(
+                f"The medoids' layers must be the tapped layers. Taps: {names}. "
+                f"Received: medoids for {list(arrays)}"
+            )
+        ordered = {name: arrays[name] for name in names}
+        distance = MedoidDistance.from_medoids(ordered, standardize=bool(standardize))
+        if standardize:
+            if standardization_data is None:
+                raise ValueError(
+                    "`standardize=True` needs `standardization_data` (the training "
+                    "inputs) to fit the per-layer statistics. Received: "
+                    "standardization_data=None"
+                )
+            activations, _, _ = _collect_activations(
+                detector_model, standardization_data, batch_size
+            )
+            distance.adapt(activations)
+        return cls(detector_model, distance, lstm_units=lstm_units, **kwargs)
+
+    @classmethod
+    def from_training_data(
+        cls,
+        model,
+        x,
+        y=None,
+        *,
+        layers="conv+dense",
+        pooling="avg",
+        standardize=False,
+        only_correct=False,
+        max_samples_per_class=None,
+        seed=0,
+        batch_size=128,
+        lstm_units=100,
+        verbose=0,
+        **kwargs,
+    ):
+        """Tap `model`, fit the class medoids on its training data, build the detector.
+
+        Runs the classifier once over `x`, computes the exact L2 medoid of
+        every class at every tapped layer (`ClassMedoids`) and, with
+        `standardize=True`, fits the per-layer statistics of the distances
+        on the same activations.
+
+        Args:
+            model: the classifier (`keras.Model`); a `DetectorModel` is used
+                as it is (its taps and pooling win over `layers`/`pooling`).
+            x: training inputs (numpy), or a `tf.data.Dataset` of
+                `(inputs, labels)` pairs.
+            y: training labels (int `(N,)` or one-hot) for a numpy `x`;
+                `None` for a dataset. Defaults to `None`.
+            layers: `DetectorModel` selectors of the tapped layers. Defaults
+                to `"conv+dense"` (every convolution and dense layer).
+            pooling: pooling of 4-D maps. Defaults to `"avg"` (the paper's
+                global average pooling).
+            standardize: whether to standardize each layer's distances.
+                Defaults to `False`.
+            only_correct: medoids from the correctly classified samples only.
+                Defaults to `False` (ground-truth labels).
+            max_samples_per_class: cap (random subset, approximate medoid).
+                Defaults to `None`.
+            seed: seed of that subset. Defaults to `0`.
+            batch_size: batch size of the activations pass. Defaults to `128`.
+            lstm_units: width of the LSTM. Defaults to `100`.
+            verbose: `0` silent, `1` progress bars. Defaults to `0`.
+            **kwargs: `keras.Model` keyword arguments such as `name`.
+
+        Returns:
+            A `MedoidLSTMDetector` (untrained LSTM).
+
+        Raises:
+            ValueError: missing labels, a class without samples, and every
+                error of `DetectorModel` and `ClassMedoids.fit`.
+        """
+        _validation.check_type("standardize", standardize, (bool, np.bool_))
+        if isinstance(model, DetectorModel):
+            detector_model = model
+        else:
+            detector_model = DetectorModel(model, layers=layers, pooling=pooling)
+        if not detector_model.tap_names:
+            raise ValueError(
+                f"The detector needs at least one tapped layer. Received: layers={layers!r}"
+            )
+        if _batching.is_tf_dataset(x):
+            if y is not None:
+                raise ValueError(
+                    "For a tf.data.Dataset the labels come from its (x, y) pairs; "
+                    f"`y` must be None. Received: y of type {type(y).__name__}"
+                )
+        elif y is None:
+            raise ValueError("Labels `y` are required for array inputs. Received: y=None")
+        activations, predictions, labels = _collect_activations(
+            detector_model, x, batch_size, verbose=verbose
+        )
+        if labels is None:
+            labels = np.asarray(y)
+            _validation.check_same_length("x", predictions, "y", labels)
+        medoids = ClassMedoids(
+            num_classes=int(predictions.shape[-1]),
+            only_correct=only_correct,
+            max_samples_per_class=max_samples_per_class,
+            seed=seed,
+            verbose=verbose,
+        ).fit(activations, labels, predictions=predictions)
+        distance = MedoidDistance.from_medoids(medoids, standardize=bool(standardize))
+        if standardize:
+            distance.adapt(activations)
+        return cls(detector_model, distance, lstm_units=lstm_units, **kwargs)
+
+    # ------------------------------------------------------------------
+    # Forward passes
+
+    @property
+    def tap_names(self):
+        """The tapped layers, in the order of the LSTM's steps."""
+        return list(self.detector_model.tap_names)
+
+    @property
+    def num_classes(self):
+        """`C`, the number of medoids per layer (features per step)."""
+        return self.distance.num_classes
+
+    @property
+    def base_model(self):
+        """The (frozen) classifier."""
+        return self.detector_model.base_model
+
+    def call(self, inputs, training=None):
+        return self._forward(inputs, training=training)["score"]
+
+    def call_with_details(self, inputs, training=False):
+        """Every intermediate output of one batch, as differentiable tensors.
+
+        For adaptive attacks (`attacks.pgd_with_loss` accepts this method as
+        its `model`): a loss can mislead the classifier through `"logits"`
+        while keeping `"score_logit"` low, or pull `"features"` towards a
+        class's medoids.
+
+        Args:
+            inputs: a batch of classifier inputs `(B, ...)`.
+            training: whether the LSTM runs in training mode. Defaults to
+                `False`.
+
+        Returns:
+            A dict: `"prediction"` and `"logits"` `(B, C)` of the
+            classifier, `"activations"` `{tap_name: (B, N_l)}`,
+            `"features"` the distance sequence `(B, L, C)` (standardized
+            when the detector standardizes), `"score_logit"` `(B,)` the
+            pre-sigmoid score and `"score"` `(B,)`.
+        """
+        return self._forward(inputs, training=training)
+
+    def _forward(self, inputs, training=None):
+        outputs = self.detector_model(inputs, training=False)
+        activations = outputs["activations"]
+        features = self.distance([activations[name] for name in self.detector_model.tap_names])
+        hidden = self.lstm(features, training=training)
+        kernel = ops.cast(self.head.kernel, hidden.dtype)
+        bias = ops.cast(self.head.bias, hidden.dtype)
+        score_logit = ops.squeeze(ops.matmul(hidden, kernel) + bias, axis=-1)
+        return {
+            "prediction": outputs["prediction"],
+            "logits": outputs["logits"],
+            "activations": activations,
+            "features": features,
+            "score_logit": score_logit,
+            "score": ops.sigmoid(score_logit),
+        }
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],)
+
+    def features(self, x, batch_size=128, verbose=0):
+        """The distance sequences `F` of inputs, as a numpy array.
+
+        Args:
+            x: numpy inputs `(N, ...)` or a `tf.data.Dataset` of inputs or
+                `(inputs, labels)` pairs (labels ignored).
+            batch_size: batch size. Defaults to `128`.
+            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
+
+        Returns:
+            A float32 array `(N, L, C)`.
+        """
+        activations, _, _ = _collect_activations(
+            self.detector_model, x, batch_size, verbose=verbose
+        )
+        return np.concatenate(
+            [
+                np.asarray(self.distance([a[start : start + batch_size] for a in activations]))
+                for start in range(0, len(activations[0]), batch_size)
+            ]
+        )
+
+    def sequence_model(self):
+        """A model `F (B, L, C) -> score (B,)` sharing this detector's LSTM and head.
+
+        Training it on precomputed `features(x)` trains this detector (the
+        weights are the same objects) without running the classifier at
+        every epoch: useful for many folds or attacks on a fixed set of
+        inputs. It is not part of the saved detector; build it again when
+        needed.
+
+        Returns:
+            An uncompiled `keras.Model`.
+        """
+        model = _SequenceModel(self.lstm, self.head, name=f"{self.name}_sequence")
+        model.build((None, self.distance.num_layers, self.distance.num_classes))
+        return model
+
+    # ------------------------------------------------------------------
+    # Paper defaults for compile / fit
+
+    def compile(self, optimizer="adam", loss="binary_crossentropy", metrics="default", **kwargs):
+        """Configure training; without arguments, the paper's setup.
+
+        Args:
+            optimizer: Defaults to `"adam"` (learning rate 1e-3).
+            loss: Defaults to `"binary_crossentropy"`.
+            metrics: Defaults to `"default"`: `[keras.metrics.AUC(name="auc")]`.
+                `None` for none.
+            **kwargs: the other `keras.Model.compile` arguments.
+        """
+        if isinstance(metrics, str) and metrics == "default":
+            metrics = [keras.metrics.AUC(name="auc")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        # `compile` only fills in defaults, so the saved compile config (the
+        # arguments actually used) can be replayed through it on load.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=100, **kwargs):
+        """Train the LSTM and head on inputs labelled `1 = adversarial`.
+
+        `keras.Model.fit` with the paper's defaults: `epochs=100` and, for
+        array inputs, `batch_size=100` (a `tf.data.Dataset` brings its own
+        batches). Compiles with `compile()`'s defaults when the detector was
+        never compiled. Every other `keras.Model.fit` argument
+        (`validation_data`, `callbacks`, `class_weight`, ...) works as usual.
+
+        Args:
+            x: classifier inputs (clean and adversarial), or a dataset of
+                `(inputs, is_adversarial)` pairs.
+            y: `(N,)` labels, 1 for adversarial and 0 for clean (bool or
+                numbers).
+            batch_size: Defaults to `100` for arrays, `None` for datasets.
+            epochs: Defaults to `100`.
+            **kwargs: passed to `keras.Model.fit`.
+
+        Returns:
+            The `History`.
+        """
+        if not self.compiled:
+            self.compile()
+        if _is_dataset_like(x):
+            # A dataset brings its own order; Keras would warn on shuffle=True.
+            kwargs.setdefault("shuffle", False)
+        elif batch_size is None:
+            batch_size = _FIT_DEFAULTS["batch_size"]
+        if y is not None and not _is_dataset_like(x):
+            y = np.asarray(y, dtype="float32")
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
+
+    # ------------------------------------------------------------------
+    # Config
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "detector_model": _without_base_compile(
+                keras.saving.serialize_keras_object(self.detector_model)
+            ),
+            "distance": keras.saving.serialize_keras_object(self.distance),
+            "lstm_units": self.lstm_units,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["detector_model"] = keras.saving.deserialize_keras_object(config["detector_model"])
+        config["distance"] = keras.saving.deserialize_keras_object(config["distance"])
+        return cls(**config)
+
+    def get_build_config(self):
+        return None
+
+    def build_from_config(self, config):
+        return None
+
+
+class _SequenceModel(keras.Model):
+    """`F (B, L, C) -> scores (B,)` through shared LSTM and head layers (not saved)."""
+
+    def __init__(self, lstm, head, **kwargs):
+        super().__init__(**kwargs)
+        self.lstm = lstm
+        self.head = head
+
+    def build(self, input_shape):
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return ops.squeeze(self.head(self.lstm(inputs, training=training)), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],)
+
+    def fit(self, x=None, y=None, **kwargs):
+        if y is not None and not _is_dataset_like(x):
+            y = np.asarray(y, dtype="float32")
+        return super().fit(x, y, **kwargs)
+
+
+def _without_base_compile(config):
+    """Drop the frozen classifier's own training setup from its saved config.
+
+    Its optimizer would be rebuilt on load for zero trainable variables (the
+    classifier is frozen here) and Keras would warn that the saved optimizer
+    state does not fit; the detector never trains the classifier.
+    """
+    model_config = config.get("config", {}).get("model")
+    if isinstance(model_config, dict):
+        model_config.pop("compile_config", None)
+    return config
+
+
+def _is_dataset_like(x):
+    return _batching.is_tf_dataset(x) or isinstance(x, keras.utils.PyDataset)
+
+
+def _check_taps(detector_model, distance):
+    names = list(detector_model.tap_names)
+    if len(names) != distance.num_layers:
+        raise ValueError(
+            f"The classifier taps {len(names)} layers but the medoids are for "
+            f"{distance.num_layers}. Received: tap_names={names}, "
+            f"distance.tap_names={distance.tap_names}"
+        )
+    if distance.tap_names is not None and list(distance.tap_names) != names:
+        raise ValueError(
+            "The tapped layers must be the medoids' layers, in the same order. "
+            f"Received: tap_names={names}, distance.tap_names={distance.tap_names}"
+        )
+    activations = detector_model.output["activations"]
+    for name, (_, width) in zip(names, distance.medoid_shapes, strict=True):
+        shape = tuple(activations[name].shape)
+        if len(shape) != 2 or shape[-1] != width:
+            raise ValueError(
+                f"Tap {name!r} outputs shape {shape}; its medoids need (batch, "
+                f"{width}). Use the pooling the medoids were computed with."
+            )
+
+
+def _collect_activations(detector_model, x, batch_size, verbose=0):
+    """Activations (list in tap order), predictions and labels (or None) of `x`."""
+    _validation.check_positive_int("batch_size", batch_size)
+    names = detector_model.tap_names
+    chunks = {name: [] for name in names}
+    predictions, labels = [], []
+    for outputs, yb in detector_model.iter_activations(x, batch_size=batch_size, verbose=verbose):
+        for name in names:
+            chunks[name].append(outputs["activations"][name])
+        predictions.append(outputs["prediction"])
+        if yb is not None:
+            labels.append(yb)
+    if not predictions:
+        raise ValueError("Argument `x` holds no inputs. Received: an empty x")
+    activations = [np.concatenate(chunks[name]) for name in names]
+    predictions = np.concatenate(predictions)
+    return activations, predictions, (np.concatenate(labels) if labels else None)
