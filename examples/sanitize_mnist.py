@@ -64,7 +64,7 @@ never on the test images the defence is evaluated on.
 if args.quick:
     (x_train, y_train), (x_test, y_test) = load_dataset("digits")
     model, info = load_or_train("digits_cnn", "digits", epochs=30)
-    layers, eps, n_val, n_test = DIGITS_CNN_SANITIZED_LAYERS, 0.2, 100, 100
+    layers, eps, n_val, n_test = DIGITS_CNN_SANITIZED_LAYERS, 0.2, 60, 60
 else:
     (x_train, y_train), (x_test, y_test) = load_dataset("mnist")
     model, info = load_or_train("mnist_cnn", "mnist", epochs=5, seed=0)
@@ -105,6 +105,7 @@ is zero on every masked unit, which would hide them from the attack).
 keras.utils.set_random_seed(0)
 pgd_val = attacks.pgd(model, x_val, y=y_val, eps=eps, nb_iter=40)
 alphas = (0.0, 0.1, 0.2, 0.3, 0.5)
+n_curve = 20 if args.quick else 100  # images attacked adaptively per threshold
 clean, oblivious, adaptive = [], [], []
 for alpha in alphas:
     candidate = sanitize(model, layers, MaskSanitizer(alpha=alpha))
@@ -112,8 +113,8 @@ for alpha in alphas:
     oblivious.append(accuracy(candidate, pgd_val.x_adv, y_val))
     through = sanitize(model, layers, MaskSanitizer(alpha=alpha), bpda=True)
     keras.utils.set_random_seed(0)
-    bpda_pgd = attacks.pgd(through, x_val[:50], y=y_val[:50], eps=eps, nb_iter=40)
-    adaptive.append(accuracy(candidate, bpda_pgd.x_adv, y_val[:50]))
+    bpda_pgd = attacks.pgd(through, x_val[:n_curve], y=y_val[:n_curve], eps=eps, nb_iter=40)
+    adaptive.append(accuracy(candidate, bpda_pgd.x_adv, y_val[:n_curve]))
     print(
         f"alpha={alpha}: clean {clean[-1]:.3f}, PGD oblivious {oblivious[-1]:.3f}, "
         f"PGD adaptive {adaptive[-1]:.3f}"
@@ -154,9 +155,10 @@ candidates = {
 }
 n_adaptive = 20 if args.quick else 100
 for name, (sanitized, needs_bpda) in candidates.items():
-    target = sanitize(model, layers, MaskSanitizer(alpha=alpha), bpda=True) if (
-        needs_bpda
-    ) else sanitized
+    if needs_bpda:
+        target = sanitize(model, layers, MaskSanitizer(alpha=alpha), bpda=True)
+    else:
+        target = sanitized
     keras.utils.set_random_seed(0)
     through = attacks.pgd(
         target, x_test[:n_adaptive], y=y_test[:n_adaptive], eps=eps, nb_iter=40, batch_size=50
@@ -179,7 +181,7 @@ after sanitizing.
 mask_model = candidates["mask"][0]
 fooled = pgd_test.success[:100]
 divergence = layer_divergence(
-    model, mask_model, x_test[:100][fooled], pgd_test.x_adv[:100][fooled], "conv+dense"
+    model, mask_model, x_test[:100][fooled], pgd_test.x_adv[:100][fooled], list(layers)
 )
 for layer, before, after in zip(
     divergence.layers, divergence.before, divergence.after, strict=True

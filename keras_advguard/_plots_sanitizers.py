@@ -141,8 +141,9 @@ def layer_divergence(
     for path in sanitized_layers:
         resolve_layers(sanitized_model, path)
 
-    before = _distances(DetectorModel(model, layers=paths, pooling=None), paths,
-                        x_clean, x_adv, batch_size)
+    before = _distances(
+        DetectorModel(model, layers=paths, pooling=None), paths, x_clean, x_adv, batch_size
+    )
     after = _distances(
         DetectorModel(sanitized_model, layers=sorted(set(sanitized_layers)), pooling=None),
         sanitized_layers,
@@ -158,7 +159,10 @@ def layer_divergence(
         before_std=np.array([np.nanstd(d) if np.isfinite(d).any() else np.nan for d in before]),
         after_std=np.array([np.nanstd(d) if np.isfinite(d).any() else np.nan for d in after]),
         n_pairs=np.array(
-            [[int(np.isfinite(d).sum()) for d in before], [int(np.isfinite(d).sum()) for d in after]]
+            [
+                [int(np.isfinite(d).sum()) for d in before],
+                [int(np.isfinite(d).sum()) for d in after],
+            ]
         ),
     )
 
@@ -283,9 +287,7 @@ def plot_layer_divergence(
     >>> import matplotlib.pyplot as plt
     >>> plt.close(display.figure_)
     """
-    return LayerDivergenceDisplay(divergence, labels).plot(
-        ax=ax, show_std=show_std, title=title
-    )
+    return LayerDivergenceDisplay(divergence, labels).plot(ax=ax, show_std=show_std, title=title)
 
 
 class TradeoffDisplay:
@@ -364,8 +366,9 @@ class TradeoffDisplay:
                     self.clean_accuracy, values, marker="o", label=label
                 )
                 for x, y, value in zip(self.clean_accuracy, values, t, strict=True):
-                    ax.annotate(f"{value:g}", (x, y), textcoords="offset points",
-                                xytext=(3, 3), fontsize=7)
+                    ax.annotate(
+                        f"{value:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7
+                    )
             ax.set_xlabel("clean accuracy")
             ax.set_ylabel("robust accuracy")
             if self.chosen is not None:
@@ -373,7 +376,9 @@ class TradeoffDisplay:
                 (self.chosen_line_,) = ax.plot(
                     [self.clean_accuracy[index]] * len(self.robust_accuracy),
                     [v[index] for v in self.robust_accuracy.values()],
-                    "k*", markersize=12, label=f"chosen ({self.chosen:g})",
+                    "k*",
+                    markersize=12,
+                    label=f"chosen ({self.chosen:g})",
                 )
         ax.grid(alpha=0.3)
         ax.legend()
@@ -435,9 +440,7 @@ def plot_tradeoff(
 
 
 def _curve(name, value):
-    return _validation.check_array(name, value, ndim=1, dtype_kind="fiu").astype(
-        np.float64
-    )
+    return _validation.check_array(name, value, ndim=1, dtype_kind="fiu").astype(np.float64)
 
 
 def _check_labels(labels, n):

@@ -474,8 +474,25 @@ class DetectorModel(keras.Model):
             return {}
         if _batching.is_tf_dataset(x):
             x = _batching.ensure_batched(x, batch_size, self._input_rank)
-        outputs = self.predict(x, batch_size=batch_size, verbose=verbose)
-        return {name: outputs["activations"][name] for name in self.tap_names}
+            outputs = self.predict(x, batch_size=batch_size, verbose=verbose)
+            return {name: outputs["activations"][name] for name in self.tap_names}
+        # Numpy: N is known, so fill preallocated arrays batch by batch. Peak
+        # memory is the result plus one batch (Keras `predict` would keep every
+        # batch's outputs and then concatenate them: about twice the result).
+        n = len(x)
+        result, start = None, 0
+        for outputs, _ in self.iter_activations(x, batch_size=batch_size, verbose=verbose):
+            acts = outputs["activations"]
+            if result is None:
+                result = {
+                    name: np.empty((n,) + acts[name].shape[1:], acts[name].dtype)
+                    for name in self.tap_names
+                }
+            stop = start + len(acts[self.tap_names[0]])
+            for name in self.tap_names:
+                result[name][start:stop] = acts[name]
+            start = stop
+        return result
 
     def iter_activations(self, x, batch_size=128, verbose=0):
         """Yield the outputs batch by batch: `(outputs_dict, labels_or_None)`.

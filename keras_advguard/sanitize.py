@@ -171,9 +171,7 @@ def _check_sanitizer(sanitizer):
             "Argument `sanitizer` must be a layer instance, not a class: write "
             f"`sanitizer={sanitizer.__name__}(...)`. Received: sanitizer={sanitizer!r}"
         )
-    if isinstance(sanitizer, keras.Model) or not isinstance(
-        sanitizer, keras.layers.Layer
-    ):
+    if isinstance(sanitizer, keras.Model) or not isinstance(sanitizer, keras.layers.Layer):
         raise TypeError(
             "Argument `sanitizer` must be a keras.layers.Layer instance such as "
             "MaskSanitizer(), MedianSanitizer() or NLMeansSanitizer(). "

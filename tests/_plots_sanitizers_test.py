@@ -58,7 +58,9 @@ def test_layer_divergence_matches_numpy_reference():
         return keras.Model(m.inputs, m.get_layer(name).output)
 
     expected_before = [
-        normalized_distances(sub(model, n).predict(x, verbose=0), sub(model, n).predict(x_adv, verbose=0))
+        normalized_distances(
+            sub(model, n).predict(x, verbose=0), sub(model, n).predict(x_adv, verbose=0)
+        )
         for n in ("conv1", "fc2")
     ]
     expected_after = [
@@ -72,7 +74,9 @@ def test_layer_divergence_matches_numpy_reference():
     expected = [expected_before, expected_after]
     np.testing.assert_allclose(result.before, [np.nanmean(d) for d in expected_before], rtol=1e-5)
     np.testing.assert_allclose(result.after, [np.nanmean(d) for d in expected_after], rtol=1e-5)
-    np.testing.assert_allclose(result.before_std, [np.nanstd(d) for d in expected_before], rtol=1e-5)
+    np.testing.assert_allclose(
+        result.before_std, [np.nanstd(d) for d in expected_before], rtol=1e-5
+    )
     np.testing.assert_array_equal(
         result.n_pairs, [[int(np.isfinite(d).sum()) for d in row] for row in expected]
     )
@@ -147,7 +151,9 @@ def test_plot_layer_divergence_draws_both_curves(tmp_path):
 def test_plot_tradeoff_threshold_and_pareto():
     alphas = [0.0, 0.2, 0.4]
     display = plot_tradeoff(
-        alphas, [0.99, 0.97, 0.9], {"PGD oblivious": [0.0, 0.6, 0.7], "PGD BPDA": [0, 0, 0.1]},
+        alphas,
+        [0.99, 0.97, 0.9],
+        {"PGD oblivious": [0.0, 0.6, 0.7], "PGD BPDA": [0, 0, 0.1]},
         chosen=0.2,
     )
     assert sorted(display.lines_) == ["PGD BPDA", "PGD oblivious", "clean"]

@@ -107,9 +107,7 @@ def test_residual_branches_all_see_the_sanitized_output():
     np.testing.assert_allclose(defended.predict(x, verbose=0), expected, atol=1e-5)
     # Sanitizing only the branch input (not the skip connection) differs.
     h_raw = relu(dense_ref(model.get_layer("stem"), x))
-    half = dense_ref(
-        model.get_layer("head"), h_raw + relu(dense_ref(model.get_layer("branch"), h))
-    )
+    half = dense_ref(model.get_layer("head"), h_raw + relu(dense_ref(model.get_layer("branch"), h)))
     assert np.abs(half - expected).max() > 1e-3
 
 
@@ -123,9 +121,7 @@ def test_nested_model_layers_are_sanitized():
     x = RNG.normal(size=(10, 6)).astype("float32")
     h = relu(dense_ref(inner.get_layer("fc1"), x))
     h = mask_ref(relu(dense_ref(inner.get_layer("fc2"), h)), 0.5)
-    expected = dense_ref(
-        model.get_layer("top"), dense_ref(inner.get_layer("logits"), h)
-    )
+    expected = dense_ref(model.get_layer("top"), dense_ref(inner.get_layer("logits"), h))
     np.testing.assert_allclose(defended.predict(x, verbose=0), expected, atol=1e-5)
 
 
@@ -381,3 +377,18 @@ def test_bad_bpda_and_name_types():
         sanitize(mlp(), after="fc1", bpda="yes")
     with pytest.raises(TypeError, match="name"):
         sanitize(mlp(), after="fc1", name=3)
+
+
+@pytest.mark.parametrize("bpda", [False, True])
+def test_attacks_see_the_logits_of_the_sanitized_model(bpda):
+    from keras_advguard import as_logits_fn
+
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu", name="fc1")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(h)
+    model = keras.Model(inputs, outputs)
+    defended = sanitize(model, "fc1", MaskSanitizer(alpha=0.5), bpda=bpda)
+    x = RNG.normal(size=(5, 6)).astype("float32")
+    h = mask_ref(relu(dense_ref(model.get_layer("fc1"), x)), 0.5)
+    expected = dense_ref(model.get_layer("predictions"), h)  # pre-softmax
+    np.testing.assert_allclose(as_logits_fn(defended)(x), expected, atol=1e-5)
