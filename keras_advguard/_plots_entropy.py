@@ -65,16 +65,16 @@ class FeatureResponseDisplay:
 
     Example:
 
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> import numpy as np
-    >>> zeros = np.zeros((2, 4, 4))
-    >>> display = FeatureResponseDisplay(
-    ...     zeros, zeros, zeros, titles=["Original", "Adversarial"]).plot()
-    >>> display.axes_.shape
-    (3, 2)
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(display.figure_)
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np
+        >>> zeros = np.zeros((2, 4, 4))
+        >>> display = FeatureResponseDisplay(
+        ...     zeros, zeros, zeros, titles=["Original", "Adversarial"]).plot()
+        >>> display.axes_.shape
+        (3, 2)
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
     """
 
     def __init__(self, images, responses, entropy_maps, titles=None):
@@ -200,14 +200,14 @@ class EntropyHistogramDisplay:
 
     Example:
 
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> display = EntropyHistogramDisplay([1.0, 1.2, 1.1], [1.8, 2.0],
-    ...                                   threshold=1.5).plot(bins=5)
-    >>> display.ax_.get_xlabel()
-    'Mean local spatial entropy (bits)'
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(display.figure_)
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> display = EntropyHistogramDisplay([1.0, 1.2, 1.1], [1.8, 2.0],
+        ...                                   threshold=1.5).plot(bins=5)
+        >>> display.ax_.get_xlabel()
+        'Mean local spatial entropy (bits)'
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
     """
 
     def __init__(self, scores_clean, scores_adv, threshold=None, name=None):
@@ -316,14 +316,14 @@ class AttackRocDisplay:
 
     Example:
 
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> display = AttackRocDisplay.from_scores(
-    ...     [0.1, 0.4, 0.2], {"FGSM": [0.35, 0.8], "PGD": [0.5, 0.9]})
-    >>> sorted(display.displays_)
-    ['FGSM', 'PGD']
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(display.figure_)
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> display = AttackRocDisplay.from_scores(
+        ...     [0.1, 0.4, 0.2], {"FGSM": [0.35, 0.8], "PGD": [0.5, 0.9]})
+        >>> sorted(display.displays_)
+        ['FGSM', 'PGD']
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
     """
 
     def __init__(self, scores_clean, scores_adv_by_attack):

@@ -71,18 +71,18 @@ class ActivationTsneDisplay:
 
     Example:
 
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> display = ActivationTsneDisplay(
-    ...     [rng.normal(size=(20, 2))] * 2, np.arange(20) % 2,
-    ...     highlights=[np.zeros((2, 2))] * 2, kinds=["clean", "adversarial"],
-    ...     titles=["conv1", "fc7"]).plot()
-    >>> display.axes_.shape
-    (2,)
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(display.figure_)
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> display = ActivationTsneDisplay(
+        ...     [rng.normal(size=(20, 2))] * 2, np.arange(20) % 2,
+        ...     highlights=[np.zeros((2, 2))] * 2, kinds=["clean", "adversarial"],
+        ...     titles=["conv1", "fc7"]).plot()
+        >>> display.axes_.shape
+        (2,)
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
     """
 
     def __init__(
@@ -444,21 +444,21 @@ def plot_activation_tsne(
 
     Example:
 
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([
-    ...     keras.Input((4,)), keras.layers.Dense(5, activation="relu", name="fc"),
-    ...     keras.layers.Dense(2, activation="softmax", name="out")])
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.random((30, 4)).astype("float32")
-    >>> display = plot_activation_tsne(
-    ...     model, x, np.arange(30) % 2, layers=["fc", "out"],
-    ...     x_clean=x[:1], x_adv=x[1:2], perplexity=5, n_threads=1)
-    >>> [ax.get_title() for ax in display.axes_]
-    ['fc', 'out']
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(display.figure_)
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([
+        ...     keras.Input((4,)), keras.layers.Dense(5, activation="relu", name="fc"),
+        ...     keras.layers.Dense(2, activation="softmax", name="out")])
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.random((30, 4)).astype("float32")
+        >>> display = plot_activation_tsne(
+        ...     model, x, np.arange(30) % 2, layers=["fc", "out"],
+        ...     x_clean=x[:1], x_adv=x[1:2], perplexity=5, n_threads=1)
+        >>> [ax.get_title() for ax in display.axes_]
+        ['fc', 'out']
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
 
     Reference:
         R. Caldelli, R. Becarelli, F. Carrara, F. Falchi, G. Amato.

@@ -96,17 +96,17 @@ def layer_divergence(
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> from keras_advguard.layers import MaskSanitizer
-    >>> from keras_advguard.sanitize import sanitize
-    >>> model = keras.Sequential([keras.Input((3,)),
-    ...     keras.layers.Dense(4, activation="relu", name="fc1"),
-    ...     keras.layers.Dense(2, name="out")])
-    >>> defended = sanitize(model, "fc1", MaskSanitizer(alpha=0.0))
-    >>> x = np.ones((2, 3), "float32")
-    >>> result = layer_divergence(model, defended, x, x + 0.1, "fc1")
-    >>> result.sanitized_layers, bool(np.allclose(result.before, result.after))
-    (['fc1_sanitizer'], True)
+        >>> import keras, numpy as np
+        >>> from keras_advguard.layers import MaskSanitizer
+        >>> from keras_advguard.sanitize import sanitize
+        >>> model = keras.Sequential([keras.Input((3,)),
+        ...     keras.layers.Dense(4, activation="relu", name="fc1"),
+        ...     keras.layers.Dense(2, name="out")])
+        >>> defended = sanitize(model, "fc1", MaskSanitizer(alpha=0.0))
+        >>> x = np.ones((2, 3), "float32")
+        >>> result = layer_divergence(model, defended, x, x + 0.1, "fc1")
+        >>> result.sanitized_layers, bool(np.allclose(result.before, result.after))
+        (['fc1_sanitizer'], True)
     """
     from keras_advguard.detector_model import DetectorModel, resolve_layers
     from keras_advguard.sanitize import sanitizer_name
@@ -276,16 +276,16 @@ def plot_layer_divergence(
 
     Example:
 
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> result = LayerDivergence(["conv1", "fc7"], ["conv1_sanitizer", "fc7_sanitizer"],
-    ...     np.array([0.5, 1.2]), np.array([0.3, 0.4]), np.zeros(2), np.zeros(2),
-    ...     np.array([[100, 100], [100, 100]]))
-    >>> display = plot_layer_divergence(result)
-    >>> display.lines_[1].get_ydata().tolist()
-    [0.3, 0.4]
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(display.figure_)
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> result = LayerDivergence(["conv1", "fc7"], ["conv1_sanitizer", "fc7_sanitizer"],
+        ...     np.array([0.5, 1.2]), np.array([0.3, 0.4]), np.zeros(2), np.zeros(2),
+        ...     np.array([[100, 100], [100, 100]]))
+        >>> display = plot_layer_divergence(result)
+        >>> display.lines_[1].get_ydata().tolist()
+        [0.3, 0.4]
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
     """
     return LayerDivergenceDisplay(divergence, labels).plot(ax=ax, show_std=show_std, title=title)
 
@@ -425,14 +425,14 @@ def plot_tradeoff(
 
     Example:
 
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> display = plot_tradeoff([0.1, 0.3, 0.5], [0.99, 0.98, 0.9],
-    ...     {"PGD": [0.1, 0.5, 0.6]}, chosen=0.3)
-    >>> sorted(display.lines_), display.chosen_line_.get_xdata()[0]
-    (['PGD', 'clean'], 0.3)
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(display.figure_)
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> display = plot_tradeoff([0.1, 0.3, 0.5], [0.99, 0.98, 0.9],
+        ...     {"PGD": [0.1, 0.5, 0.6]}, chosen=0.3)
+        >>> sorted(display.lines_), display.chosen_line_.get_xdata()[0]
+        (['PGD', 'clean'], 0.3)
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
     """
     return TradeoffDisplay(thresholds, clean_accuracy, robust_accuracy, chosen).plot(
         ax=ax, kind=kind, xlabel=xlabel, title=title

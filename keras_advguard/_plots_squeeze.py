@@ -62,11 +62,11 @@ def is_activation_layer(layer):
 
     Example:
 
-    >>> import keras
-    >>> is_activation_layer(keras.layers.Conv2D(4, 3, activation="relu"))
-    True
-    >>> is_activation_layer(keras.layers.Dense(10, activation="softmax"))
-    False
+        >>> import keras
+        >>> is_activation_layer(keras.layers.Conv2D(4, 3, activation="relu"))
+        True
+        >>> is_activation_layer(keras.layers.Dense(10, activation="softmax"))
+        False
     """
     if type(layer).__name__ in _ACTIVATION_LAYER_CLASSES:
         return True
@@ -96,11 +96,11 @@ def cosine_distance(a, b):
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
-    >>> b = np.array([[0.0, 2.0], [2.0, 2.0], [0.0, 0.0]])
-    >>> np.round(keras.ops.convert_to_numpy(cosine_distance(a, b)), 6)
-    array([1., 0., 0.], dtype=float32)
+        >>> import keras, numpy as np
+        >>> a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+        >>> b = np.array([[0.0, 2.0], [2.0, 2.0], [0.0, 0.0]])
+        >>> np.round(keras.ops.convert_to_numpy(cosine_distance(a, b)), 6)
+        array([1., 0., 0.], dtype=float32)
     """
     from keras import ops
 
@@ -188,14 +188,14 @@ def layer_cosine_distances(model, x, x_other, *, layers=None, batch_size=128, ve
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([
-    ...     keras.Input((3,)), keras.layers.Dense(2, activation="relu", name="h"),
-    ...     keras.layers.Dense(2, activation="softmax")])
-    >>> x = np.ones((2, 3), "float32")
-    >>> d = layer_cosine_distances(model, x, x)
-    >>> list(d), d["h"].tolist()
-    (['h'], [0.0, 0.0])
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([
+        ...     keras.Input((3,)), keras.layers.Dense(2, activation="relu", name="h"),
+        ...     keras.layers.Dense(2, activation="softmax")])
+        >>> x = np.ones((2, 3), "float32")
+        >>> d = layer_cosine_distances(model, x, x)
+        >>> list(d), d["h"].tolist()
+        (['h'], [0.0, 0.0])
     """
     import tensorflow as tf
 
@@ -251,12 +251,12 @@ def same_norm_noise(x, x_adv, *, seed=None, clip=None):
 
     Example:
 
-    >>> import numpy as np
-    >>> x = np.zeros((2, 4), "float32")
-    >>> x_adv = np.array([[0.1, 0.1, 0.1, 0.1], [0, 0, 0, 0.5]], "float32")
-    >>> noisy = same_norm_noise(x, x_adv, seed=0)
-    >>> [round(float(v), 6) for v in np.linalg.norm(noisy - x, axis=1)]
-    [0.2, 0.5]
+        >>> import numpy as np
+        >>> x = np.zeros((2, 4), "float32")
+        >>> x_adv = np.array([[0.1, 0.1, 0.1, 0.1], [0, 0, 0, 0.5]], "float32")
+        >>> noisy = same_norm_noise(x, x_adv, seed=0)
+        >>> [round(float(v), 6) for v in np.linalg.norm(noisy - x, axis=1)]
+        [0.2, 0.5]
     """
     x = _check_inputs("x", x)
     x_adv = _check_inputs("x_adv", x_adv)
@@ -304,17 +304,17 @@ class LayerDivergenceDisplay:
 
     Example:
 
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> import numpy as np
-    >>> display = LayerDivergenceDisplay(
-    ...     ["conv1", "fc1"],
-    ...     {"adversarial": np.array([[0.1, 0.5], [0.2, 0.7]])},
-    ... ).plot()
-    >>> display.lines_["adversarial"].get_ydata().tolist()
-    [0.15000000000000002, 0.6]
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(display.figure_)
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np
+        >>> display = LayerDivergenceDisplay(
+        ...     ["conv1", "fc1"],
+        ...     {"adversarial": np.array([[0.1, 0.5], [0.2, 0.7]])},
+        ... ).plot()
+        >>> display.lines_["adversarial"].get_ydata().tolist()
+        [0.15000000000000002, 0.6]
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
     """
 
     def __init__(self, layer_names, distances, *, title=None):

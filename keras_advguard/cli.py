@@ -249,7 +249,7 @@ def _defences(args, model, x_val, x_eval, y_eval, results):
     """
     import numpy as np
 
-    from keras_advguard import attacks, metrics
+    from keras_advguard import attacks, metrics, models
     from keras_advguard.datasets import load_dataset
     from keras_advguard.detectors import (
         EntropyDetector,
@@ -257,7 +257,6 @@ def _defences(args, model, x_val, x_eval, y_eval, results):
         MedoidLSTMDetector,
     )
     from keras_advguard.layers import BitDepthSqueezer, MaskSanitizer, MedianSmoothingSqueezer
-    from keras_advguard import models
     from keras_advguard.sanitize import sanitize
 
     figures = {}

@@ -28,8 +28,8 @@ def sanitizer_name(path):
 
     Example:
 
-    >>> sanitizer_name("backbone/conv1")
-    'backbone_conv1_sanitizer'
+        >>> sanitizer_name("backbone/conv1")
+        'backbone_conv1_sanitizer'
     """
     _validation.check_type("path", path, str)
     return re.sub(r"[^0-9A-Za-z_.\-]", "_", path) + SANITIZER_SUFFIX
@@ -98,18 +98,18 @@ def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> from keras_advguard.layers import MaskSanitizer
-    >>> model = keras.Sequential([
-    ...     keras.Input((4,)),
-    ...     keras.layers.Dense(8, activation="relu", name="fc1"),
-    ...     keras.layers.Dense(3, name="logits"),
-    ... ])
-    >>> defended = sanitize(model, after="fc1", sanitizer=MaskSanitizer(alpha=0.5))
-    >>> [layer.name for layer in defended.layers[1:]]
-    ['fc1', 'fc1_sanitizer', 'logits']
-    >>> defended.get_layer("fc1") is model.get_layer("fc1")
-    True
+        >>> import keras, numpy as np
+        >>> from keras_advguard.layers import MaskSanitizer
+        >>> model = keras.Sequential([
+        ...     keras.Input((4,)),
+        ...     keras.layers.Dense(8, activation="relu", name="fc1"),
+        ...     keras.layers.Dense(3, name="logits"),
+        ... ])
+        >>> defended = sanitize(model, after="fc1", sanitizer=MaskSanitizer(alpha=0.5))
+        >>> [layer.name for layer in defended.layers[1:]]
+        ['fc1', 'fc1_sanitizer', 'logits']
+        >>> defended.get_layer("fc1") is model.get_layer("fc1")
+        True
 
     Reference:
         The "sanitizing hidden activations" defence for convolutional

@@ -74,15 +74,15 @@ class ClassMedoids:
 
     Example:
 
-    >>> import numpy as np
-    >>> from keras_advguard.detectors import ClassMedoids
-    >>> acts = {"dense": np.array([[0.0], [1.0], [5.0], [9.0], [10.0], [20.0]])}
-    >>> labels = np.array([0, 0, 0, 1, 1, 1])
-    >>> medoids = ClassMedoids().fit(acts, labels)
-    >>> medoids.medoids_["dense"].ravel().tolist()
-    [1.0, 10.0]
-    >>> medoids.medoid_indices_["dense"].tolist()
-    [1, 4]
+        >>> import numpy as np
+        >>> from keras_advguard.detectors import ClassMedoids
+        >>> acts = {"dense": np.array([[0.0], [1.0], [5.0], [9.0], [10.0], [20.0]])}
+        >>> labels = np.array([0, 0, 0, 1, 1, 1])
+        >>> medoids = ClassMedoids().fit(acts, labels)
+        >>> medoids.medoids_["dense"].ravel().tolist()
+        [1.0, 10.0]
+        >>> medoids.medoid_indices_["dense"].tolist()
+        [1, 4]
 
     Reference:
         R. Caldelli, R. Becarelli, F. Carrara, F. Falchi, G. Amato.

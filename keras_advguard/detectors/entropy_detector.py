@@ -102,20 +102,20 @@ class EntropyDetector:
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> keras.utils.set_random_seed(0)
-    >>> model = keras.Sequential([
-    ...     keras.Input((8, 8, 1)),
-    ...     keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-    ...     keras.layers.Flatten(),
-    ...     keras.layers.Dense(3, activation="softmax"),
-    ... ])
-    >>> x_val = np.random.default_rng(0).uniform(size=(40, 8, 8, 1)).astype("float32")
-    >>> detector = EntropyDetector(model).fit(x_val)
-    >>> sorted(detector.thresholds_)
-    [0.01, 0.05, 0.1]
-    >>> float(np.mean(detector.predict(x_val))) <= 0.05
-    True
+        >>> import keras, numpy as np
+        >>> keras.utils.set_random_seed(0)
+        >>> model = keras.Sequential([
+        ...     keras.Input((8, 8, 1)),
+        ...     keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        ...     keras.layers.Flatten(),
+        ...     keras.layers.Dense(3, activation="softmax"),
+        ... ])
+        >>> x_val = np.random.default_rng(0).uniform(size=(40, 8, 8, 1)).astype("float32")
+        >>> detector = EntropyDetector(model).fit(x_val)
+        >>> sorted(detector.thresholds_)
+        [0.01, 0.05, 0.1]
+        >>> float(np.mean(detector.predict(x_val))) <= 0.05
+        True
 
     Reference:
         H. Amirian, A. Hosseini Mehr, F. Marquez, S. Pirk. "Trace and Detect

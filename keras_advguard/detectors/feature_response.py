@@ -313,17 +313,17 @@ def feature_response(model, x, layer=None, batch_size=128, verbose=0):
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([
-    ...     keras.Input((6, 6, 1)),
-    ...     keras.layers.Conv2D(2, 3, activation="relu", name="conv"),
-    ...     keras.layers.Flatten(),
-    ...     keras.layers.Dense(3, activation="softmax"),
-    ... ])
-    >>> x = np.random.default_rng(0).uniform(size=(4, 6, 6, 1)).astype("float32")
-    >>> response = feature_response(model, x)
-    >>> response.shape, response.dtype
-    ((4, 6, 6, 1), dtype('float32'))
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([
+        ...     keras.Input((6, 6, 1)),
+        ...     keras.layers.Conv2D(2, 3, activation="relu", name="conv"),
+        ...     keras.layers.Flatten(),
+        ...     keras.layers.Dense(3, activation="softmax"),
+        ... ])
+        >>> x = np.random.default_rng(0).uniform(size=(4, 6, 6, 1)).astype("float32")
+        >>> response = feature_response(model, x)
+        >>> response.shape, response.dtype
+        ((4, 6, 6, 1), dtype('float32'))
 
     Reference:
         J. T. Springenberg, A. Dosovitskiy, T. Brox, M. Riedmiller. "Striving

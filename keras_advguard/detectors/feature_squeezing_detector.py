@@ -83,16 +83,16 @@ class FeatureSqueezingDetector:
 
     Example:
 
-    >>> import keras, numpy as np
-    >>> from keras_advguard.layers.bit_depth_squeezer import BitDepthSqueezer
-    >>> model = keras.Sequential([
-    ...     keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-    ...     keras.layers.Dense(3, activation="softmax")])
-    >>> detector = FeatureSqueezingDetector(model, [BitDepthSqueezer(1)])
-    >>> x = np.random.default_rng(0).random((50, 4)).astype("float32")
-    >>> detector = detector.fit(x, fpr=0.1)
-    >>> float(np.mean(detector.predict(x))) <= 0.1
-    True
+        >>> import keras, numpy as np
+        >>> from keras_advguard.layers.bit_depth_squeezer import BitDepthSqueezer
+        >>> model = keras.Sequential([
+        ...     keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+        ...     keras.layers.Dense(3, activation="softmax")])
+        >>> detector = FeatureSqueezingDetector(model, [BitDepthSqueezer(1)])
+        >>> x = np.random.default_rng(0).random((50, 4)).astype("float32")
+        >>> detector = detector.fit(x, fpr=0.1)
+        >>> float(np.mean(detector.predict(x))) <= 0.1
+        True
 
     Reference:
         W. Xu, D. Evans and Y. Qi, "Feature Squeezing: Detecting

@@ -70,13 +70,13 @@ class KNNDetector:
 
     Example:
 
-    >>> import numpy as np
-    >>> train = np.array([[0.0], [0.1], [0.2], [1.0], [1.1], [1.2]])
-    >>> labels = np.array([0, 0, 0, 1, 1, 1])
-    >>> knn = KNNDetector(n_neighbors=3).fit_activations(train, labels)
-    >>> # near class 0 and predicted 0: genuine; near class 0 but predicted 1
-    >>> knn.score_activations(np.array([[0.05], [0.05]]), np.array([0, 1])).tolist()
-    [0.0, 1.0]
+        >>> import numpy as np
+        >>> train = np.array([[0.0], [0.1], [0.2], [1.0], [1.1], [1.2]])
+        >>> labels = np.array([0, 0, 0, 1, 1, 1])
+        >>> knn = KNNDetector(n_neighbors=3).fit_activations(train, labels)
+        >>> # near class 0 and predicted 0: genuine; near class 0 but predicted 1
+        >>> knn.score_activations(np.array([[0.05], [0.05]]), np.array([0, 1])).tolist()
+        [0.0, 1.0]
 
     Reference:
         F. Carrara, F. Falchi, R. Caldelli, G. Amato, R. Becarelli.

@@ -70,15 +70,15 @@ def local_spatial_entropy(gray, patch=3, bandwidth=0.0):
 
     Example:
 
-    >>> import numpy as np
-    >>> gray = np.array([[0, 0, 1],
-    ...                  [0, 0, 1],
-    ...                  [2, 2, 2]], dtype=np.uint8)
-    >>> maps = local_spatial_entropy(gray, patch=3).numpy()
-    >>> float(maps[0, 0])  # window {0, 0, 0, 0}: a single level
-    0.0
-    >>> round(float(maps[1, 1]), 4)  # four 0s, two 1s, three 2s
-    1.5305
+        >>> import numpy as np
+        >>> gray = np.array([[0, 0, 1],
+        ...                  [0, 0, 1],
+        ...                  [2, 2, 2]], dtype=np.uint8)
+        >>> maps = local_spatial_entropy(gray, patch=3).numpy()
+        >>> float(maps[0, 0])  # window {0, 0, 0, 0}: a single level
+        0.0
+        >>> round(float(maps[1, 1]), 4)  # four 0s, two 1s, three 2s
+        1.5305
 
     Reference:
         H. Amirian, A. Hosseini Mehr, F. Marquez, S. Pirk. "Trace and Detect
@@ -160,10 +160,10 @@ def response_to_gray(response, levels=256):
 
     Example:
 
-    >>> import numpy as np
-    >>> response = np.array([[[-1.0], [0.5]], [[0.0], [0.25]]])  # (2, 2, 1)
-    >>> response_to_gray(response).numpy().tolist()
-    [[255.0, 128.0], [0.0, 64.0]]
+        >>> import numpy as np
+        >>> response = np.array([[[-1.0], [0.5]], [[0.0], [0.25]]])  # (2, 2, 1)
+        >>> response_to_gray(response).numpy().tolist()
+        [[255.0, 128.0], [0.0, 64.0]]
     """
     return _gray(response, levels)
 
@@ -227,10 +227,10 @@ def entropy_score(response, patch=3, levels=256, surrogate_bandwidth=None):
 
     Example:
 
-    >>> import numpy as np
-    >>> flat = np.ones((1, 4, 4, 1))  # constant response: one gray level
-    >>> entropy_score(flat).numpy().tolist()
-    [0.0]
+        >>> import numpy as np
+        >>> flat = np.ones((1, 4, 4, 1))  # constant response: one gray level
+        >>> entropy_score(flat).numpy().tolist()
+        [0.0]
     """
     import tensorflow as tf
 
