@@ -30,13 +30,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_advguard import attacks, metrics  # noqa: E402
-from keras_advguard._plots_medoids import plot_activation_tsne  # noqa: E402
 from keras_advguard.datasets import load_dataset  # noqa: E402
-from keras_advguard.detectors.knn_detector import KNNDetector  # noqa: E402
-from keras_advguard.detectors.medoid_lstm_detector import (  # noqa: E402
-    MedoidLSTMDetector,
-)
+from keras_advguard.detectors import KNNDetector, MedoidLSTMDetector  # noqa: E402
 from keras_advguard.models import load_or_train  # noqa: E402
+from keras_advguard.plots import plot_activation_tsne  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--quick", action="store_true", help="8x8 digits, a fast run.")

@@ -236,9 +236,7 @@ def _no_download_hint(name):
 
 def _check_exists(path, name):
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"No file or directory at path={path!r} for the {name!r} dataset."
-        )
+        raise FileNotFoundError(f"No file or directory at path={path!r} for the {name!r} dataset.")
 
 
 def _load_mnist_like(name, path):
@@ -327,8 +325,7 @@ def _read_npz(file):
         ) from e
     if len(arrays) != len(keys):
         raise ValueError(
-            f"The .npz file {file} must hold the arrays {', '.join(keys)}. "
-            f"Received: arrays {found}"
+            f"The .npz file {file} must hold the arrays {', '.join(keys)}. Received: arrays {found}"
         )
     x_train, y_train, x_test, y_test = arrays
     return (x_train, y_train), (x_test, y_test)
@@ -419,13 +416,10 @@ def _read_cifar_batch(file):
 
 
 def _read_cifar_batches(directory):
-    missing = [
-        b for b in _CIFAR10_BATCHES if not os.path.isfile(os.path.join(directory, b))
-    ]
+    missing = [b for b in _CIFAR10_BATCHES if not os.path.isfile(os.path.join(directory, b))]
     if missing:
         raise FileNotFoundError(
-            f"CIFAR-10 batches not found in directory '{directory}': missing "
-            f"{', '.join(missing)}."
+            f"CIFAR-10 batches not found in directory '{directory}': missing {', '.join(missing)}."
         )
     parts = [_read_cifar_batch(os.path.join(directory, b)) for b in _CIFAR10_BATCHES]
     x_train = np.concatenate([x for x, _ in parts[:-1]])

@@ -69,13 +69,10 @@ def _check_nonempty(name, value, dtype_kind):
     `np.asarray([])` is float64, so an empty list of labels must be refused
     as empty (`ValueError`) before its dtype is judged (`TypeError`).
     """
-    array = _validation.check_array(
-        name, value, dtype_kind=dtype_kind + "f", allow_empty=True
-    )
+    array = _validation.check_array(name, value, dtype_kind=dtype_kind + "f", allow_empty=True)
     if array.size == 0:
         raise ValueError(
-            f"Argument `{name}` must not be empty. "
-            f"Received: {name} with shape={array.shape}"
+            f"Argument `{name}` must not be empty. Received: {name} with shape={array.shape}"
         )
     return _validation.check_array(name, array, dtype_kind=dtype_kind)
 
@@ -439,9 +436,7 @@ def _success_masks(y_true, y_pred_clean, y_pred_adv, y_target):
     return correct, correct & fooled
 
 
-def attack_success_rate(
-    y_true, y_pred_clean, y_pred_adv, *, targeted=False, y_target=None
-):
+def attack_success_rate(y_true, y_pred_clean, y_pred_adv, *, targeted=False, y_target=None):
     """Fraction of correctly classified inputs that the attack fools.
 
     Denominator: the inputs whose **clean** prediction is correct
@@ -486,8 +481,7 @@ def attack_success_rate(
     _validation.check_type("targeted", targeted, bool)
     if targeted and y_target is None:
         raise ValueError(
-            "Argument `y_target` is required when `targeted=True`. "
-            "Received: y_target=None"
+            "Argument `y_target` is required when `targeted=True`. Received: y_target=None"
         )
     if not targeted and y_target is not None:
         raise ValueError(
@@ -727,20 +721,14 @@ def train_val_test_split_by_group(groups, fractions=(0.8, 0.1, 0.1), seed=0):
     """
     groups = _check_groups(groups)
     _validation.check_number("seed", seed, min_value=0, integer=True)
-    fractions_array = _validation.check_array(
-        "fractions", fractions, ndim=1, dtype_kind="fiu"
-    )
+    fractions_array = _validation.check_array("fractions", fractions, ndim=1, dtype_kind="fiu")
     if fractions_array.size != 3:
         raise ValueError(
             "Argument `fractions` must hold three values (train, validation, "
             f"test). Received: fractions={fractions!r}"
         )
-    for name, value in zip(
-        ("train", "validation", "test"), fractions_array.tolist(), strict=True
-    ):
-        _validation.check_number(
-            f"fractions ({name})", value, min_value=0.0, max_value=1.0
-        )
+    for name, value in zip(("train", "validation", "test"), fractions_array.tolist(), strict=True):
+        _validation.check_number(f"fractions ({name})", value, min_value=0.0, max_value=1.0)
     if not math.isclose(float(fractions_array.sum()), 1.0, abs_tol=1e-6):
         raise ValueError(
             "Argument `fractions` must sum to 1. "
@@ -754,6 +742,4 @@ def train_val_test_split_by_group(groups, fractions=(0.8, 0.1, 0.1), seed=0):
     split_of_group = np.empty(unique.size, dtype=np.int64)
     split_of_group[order] = np.searchsorted(bounds, middles, side="right")
     split_of_sample = split_of_group[inverse]
-    return tuple(
-        np.flatnonzero(split_of_sample == k).astype(np.int64) for k in range(3)
-    )
+    return tuple(np.flatnonzero(split_of_sample == k).astype(np.int64) for k in range(3))

@@ -150,9 +150,7 @@ def cifar_cnn(input_shape=(32, 32, 3), num_classes=10):
     layers = keras.layers
     x = inputs
     for index, filters in ((1, 32), (2, 32), (4, 64), (5, 64)):
-        x = layers.Conv2D(
-            filters, 3, padding="same", activation="relu", name=f"conv{index}"
-        )(x)
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{index}")(x)
         if index in (2, 5):
             x = layers.MaxPooling2D(2, name=f"pool{index + 1}")(x)
     x = layers.Flatten(name="flatten")(x)
@@ -239,9 +237,7 @@ def load_or_train(
 
     (x_train, y_train), (x_test, y_test) = load_dataset(dataset, path=path)
     data_sha256 = _fingerprint(x_train, y_train)
-    stem = (
-        f"{architecture}-{dataset}-e{epochs}-b{batch_size}-s{seed}-{data_sha256[:12]}"
-    )
+    stem = f"{architecture}-{dataset}-e{epochs}-b{batch_size}-s{seed}-{data_sha256[:12]}"
     model_file = os.path.join(cache_dir, stem + ".keras")
     info_file = os.path.join(cache_dir, stem + ".json")
     base_info = {
@@ -318,8 +314,7 @@ def load_or_train(
 def _check_builder_args(input_shape, num_classes):
     _validation.check_type("input_shape", input_shape, (tuple, list), "a tuple")
     if len(input_shape) != 3 or not all(
-        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1
-        for d in input_shape
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in input_shape
     ):
         raise ValueError(
             "Argument `input_shape` must be 3 positive integers (height, width, "
@@ -336,9 +331,7 @@ def _resolve_cache_dir(cache_dir):
         if home:
             return os.path.abspath(os.path.join(os.path.expanduser(home), "models"))
         return os.path.abspath(os.path.expanduser("~/.keras_advguard/models"))
-    _validation.check_type(
-        "cache_dir", cache_dir, (str, os.PathLike), "a str or os.PathLike"
-    )
+    _validation.check_type("cache_dir", cache_dir, (str, os.PathLike), "a str or os.PathLike")
     return os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
 
 
@@ -378,9 +371,7 @@ def _write_atomic(file, write, suffix):
     final file gets the usual permissions (umask), not `mkstemp`'s 0600.
     """
     directory, name = os.path.split(file)
-    tmp = os.path.join(
-        directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp{suffix}"
-    )
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp{suffix}")
     try:
         write(tmp)
         os.replace(tmp, file)

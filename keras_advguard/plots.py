@@ -42,13 +42,9 @@ def _check_curve(name, value):
 def _check_markers(fpr_markers):
     if fpr_markers is None:
         return []
-    markers = _validation.check_array(
-        "fpr_markers", fpr_markers, ndim=1, dtype_kind="fiu"
-    )
+    markers = _validation.check_array("fpr_markers", fpr_markers, ndim=1, dtype_kind="fiu")
     for i, value in enumerate(markers.tolist()):
-        _validation.check_number(
-            f"fpr_markers[{i}]", value, min_value=0.0, max_value=1.0
-        )
+        _validation.check_number(f"fpr_markers[{i}]", value, min_value=0.0, max_value=1.0)
     return markers.tolist()
 
 
@@ -96,9 +92,7 @@ class DetectionRocDisplay:
         >>> plt.close(display.figure_)
     """
 
-    def __init__(
-        self, fpr, tpr, roc_auc=None, name=None, *, tpr_std=None, roc_auc_std=None
-    ):
+    def __init__(self, fpr, tpr, roc_auc=None, name=None, *, tpr_std=None, roc_auc_std=None):
         self.fpr = _check_curve("fpr", fpr)
         self.tpr = _check_curve("tpr", tpr)
         _validation.check_same_length("fpr", self.fpr, "tpr", self.tpr)
@@ -118,9 +112,7 @@ class DetectionRocDisplay:
             auc += f" $\\pm$ {self.roc_auc_std:.2f}"
         return auc if name is None else f"{name} ({auc})"
 
-    def plot(
-        self, ax=None, name=None, *, plot_chance_level=True, fpr_markers=None, **kwargs
-    ):
+    def plot(self, ax=None, name=None, *, plot_chance_level=True, fpr_markers=None, **kwargs):
         """Draw the curve.
 
         Args:

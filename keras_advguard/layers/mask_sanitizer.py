@@ -105,14 +105,11 @@ class MaskSanitizer(keras.layers.Layer):
             alpha = float(alpha)
         elif mode == "relative":
             raise ValueError(
-                "Argument `alpha` is required when mode='relative'. "
-                "Received: alpha=None"
+                "Argument `alpha` is required when mode='relative'. Received: alpha=None"
             )
         q = self._check_mode_argument("q", q, "quantile", mode)
         if q is not None:
-            _validation.check_number(
-                "q", q, min_value=0.0, min_inclusive=False, max_value=1.0
-            )
+            _validation.check_number("q", q, min_value=0.0, min_inclusive=False, max_value=1.0)
             q = float(q)
         threshold = self._check_mode_argument("threshold", threshold, "absolute", mode)
         if threshold is not None:
@@ -127,8 +124,7 @@ class MaskSanitizer(keras.layers.Layer):
     def _check_mode_argument(name, value, owner, mode):
         if mode == owner and value is None:
             raise ValueError(
-                f"Argument `{name}` is required when mode={owner!r}. "
-                f"Received: {name}=None"
+                f"Argument `{name}` is required when mode={owner!r}. Received: {name}=None"
             )
         if mode != owner and value is not None:
             raise ValueError(
