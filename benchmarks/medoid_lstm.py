@@ -730,7 +730,8 @@ def write_report(
 ):
     quick = args.quick
     lines = [
-        "# Distance-space LSTM detector (Caldelli et al.) on MNIST-CNN",
+        "# Distance-space LSTM detector (Caldelli et al.) on "
+        + ("8x8 digits (quick check)" if quick else "MNIST-CNN"),
         "",
         f"Run by `python benchmarks/medoid_lstm.py{' --quick' if quick else ''}` on "
         f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs; "

@@ -36,6 +36,7 @@ Usage:
 """
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -128,7 +129,7 @@ def settings(dataset, quick):
             "nlm": [("h", 1.0, "paper")] + [("h", h, "conv") for h in (0.5, 1.0, 2.0)],
         },
         "tradeoff_alphas": (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7),
-        "overhead_repeats": 7,
+        "overhead_repeats": 15,
     }
     if quick:
         s.update(
@@ -529,7 +530,7 @@ def run_dataset(dataset, quick, prefix):
     return {
         "dataset": dataset,
         "settings": s,
-        "info": info,
+        "info": {k: v for k, v in info.items() if k != "from_cache"},
         "notes": notes,
         "n_val": len(x_val),
         "n_test": len(x_test),
@@ -543,7 +544,10 @@ def run_dataset(dataset, quick, prefix):
         "table": table,
         "mask_plain_pgd": mask_plain_pgd,
         "times": times,
-        "divergences": divergences,
+        "divergences": {
+            k: {"layers": d.layers, "before": d.before.tolist(), "after": d.after.tolist()}
+            for k, d in divergences.items()
+        },
         "curve": curve,
         "tradeoff_png": tradeoff_png,
         "fig7_png": fig7_png,
@@ -744,14 +748,120 @@ def report_dataset(r):
         "|---|---|" + "---|" * len(SANITIZERS),
     ]
     d0 = r["divergences"]["mask"]
-    for i, layer in enumerate(d0.layers):
+    for i, layer in enumerate(d0["layers"]):
         lines.append(
-            f"| {layer} | {d0.before[i]:.3f} | "
-            + " | ".join(f"{r['divergences'][k].after[i]:.3f}" for k in SANITIZERS)
+            f"| {layer} | {d0['before'][i]:.3f} | "
+            + " | ".join(f"{r['divergences'][k]['after'][i]:.3f}" for k in SANITIZERS)
             + " |"
         )
+    lines += discussion(r)
     lines += ["", f"Time for this dataset: {r['seconds'] / 60:.1f} min.", ""]
     return lines
+
+
+def discussion(r):
+    """How the measured numbers compare with the paper's, and why."""
+    t = r["table"]
+    u = t["undefended"]
+
+    def span(key):
+        values = [100 * t[k][key] for k in SANITIZERS]
+        return f"{min(values):.1f}-{max(values):.1f}"
+
+    ada_max = max(100 * t[k][f"ada_{a}"] for k in SANITIZERS for a in ("cw", "pgd"))
+    div = r["divergences"]
+    before = [v for v in div["mask"]["before"] if v == v]
+    cut = [
+        1 - a / b
+        for k in SANITIZERS
+        for a, b in zip(div[k]["after"], div[k]["before"], strict=True)
+        if b == b and a == a and b > 0
+    ]
+    drop = [100 * (u["clean"] - t[k]["clean"]) for k in SANITIZERS]
+    mnist = r["dataset"] == "mnist"
+    lines = [
+        "",
+        "### Reading the numbers",
+        "",
+        f"- **Undefended.** Our attacks are much stronger than the paper's: PGD leaves "
+        f"{pct(u['obl_pgd'])}% and FGSM {pct(u['obl_fgsm'])}% accuracy"
+        + (
+            " where the paper reports 53.47% and 70.53% for the same architecture and "
+            "the same PGD budget (40 steps, eps 0.3): its PGD cannot have converged (a "
+            "40-step PGD at eps 0.3 fools an undefended MNIST CNN on virtually every "
+            "image), and its FGSM eps, not stated, must be smaller than 0.3. Under C&W: "
+            f"{pct(u['obl_cw'])}% against the paper's 2.34%."
+            if mnist
+            else "."
+        ),
+        "- **Oblivious C&W** is where sanitizing helps: "
+        f"{span('obl_cw')}% accuracy against {pct(u['obl_cw'])}% undefended"
+        + (" (paper: 80.27-87.28%)" if mnist else "")
+        + ". C&W with confidence 0 stops just past the decision boundary, so almost "
+        "any change of the hidden activations moves the input back; the same holds "
+        "for every small-margin attack.",
+        f"- **Oblivious FGSM and PGD** barely move: FGSM {span('obl_fgsm')}% "
+        f"(undefended {pct(u['obl_fgsm'])}%), PGD {span('obl_pgd')}% "
+        f"(undefended {pct(u['obl_pgd'])}%). An eps-{s_eps(r)} L-infinity "
+        f"perturbation changes the hidden activations by {100 * min(before):.0f}% to "
+        f"{100 * max(before):.0f}% of their norm (Fig. 7) and the sanitizers change that "
+        f"distance by {100 * min(cut):+.0f}% to {100 * max(cut):+.0f}% (negative: "
+        "reduced), so the adversarial examples stay deep inside the wrong class."
+        + (
+            " The paper's 75-84% under FGSM and PGD fit its weaker attacks (a PGD that "
+            "leaves 53% accuracy undefended leaves many inputs near the boundary, where "
+            "sanitizing works as it does for C&W)."
+            if mnist
+            else ""
+        ),
+        f"- **Adaptive** attacks (through the sanitized model) bring C&W and PGD "
+        f"accuracy to {ada_max:.1f}% or less for every sanitizer; the mean L2 of "
+        f"successful C&W perturbations goes from {r['adv_test']['cw']['mean_l2']:.2f} "
+        "(undefended) to "
+        + ", ".join(f"{r['adaptive'][k]['cw']['mean_l2']:.2f}" for k in SANITIZERS)
+        + ". The sanitizers add no robustness against an attacker who knows them; "
+        "the oblivious gains are not a robustness claim."
+        + (
+            " PGD through the mask without BPDA leaves "
+            f"{pct(r['mask_plain_pgd'])}% accuracy against {pct(t['mask']['ada_pgd'])}% "
+            "with BPDA: the zero gradient of masked units is gradient masking."
+            if r["mask_plain_pgd"] > t["mask"]["ada_pgd"]
+            else ""
+        ),
+        f"- **Clean accuracy** changes by {0.0 - max(drop):+.1f} to {0.0 - min(drop):+.1f} points "
+        "for the chosen settings"
+        + (" (paper: -2.41 for the mask)" if mnist else "")
+        + ". A 1-D median over the units of a dense layer scrambles "
+        "unordered features (see the median rows of the selection table); validation "
+        "kept the median after "
+        + ", ".join(r["settings"]["layer_sets"][r["chosen"]["median"]["layers"]])
+        + ".",
+        "- **Overhead.** The mask is a max, a comparison and a select per map; the "
+        "median 18 min/max per value (fast only when XLA fuses them); NL-means "
+        "unrolls 48 search offsets of about 20 elementwise passes each, two orders of "
+        "magnitude above the paper's 5%. A whole pass takes the undefended model "
+        f"{r['times']['graph']['undefended']:.2f} s (graph mode): at that scale "
+        "scheduling noise on shared cores is of the order of the mask's own cost.",
+    ]
+    if mnist:
+        lines.append(
+            "- **Validation** images are MNIST training images the cached model was "
+            f"trained on (clean validation accuracy {pct(r['base_val']['clean'])}%); "
+            "they rank settings but overstate clean accuracy."
+        )
+    else:
+        lines.append(
+            "- **CIFAR-10 subset.** The model reaches about 50% on held-out images "
+            "(4,000 training images; the paper's 90.67% needs the full data set), so "
+            "every attack starts from a fragile classifier and eps 8/255 already "
+            "drives it near 0%; this table checks that the pipeline carries over, it "
+            "does not reproduce the paper's CIFAR numbers."
+        )
+    return lines
+
+
+def s_eps(r):
+    return r["settings"]["eps_label"]
 
 
 def write_report(path, results, total_s, quick):
@@ -789,16 +899,29 @@ def main():
     parser.add_argument(
         "--datasets", nargs="+", default=["mnist", "cifar10"], choices=["mnist", "cifar10"]
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="Rewrite the report from the saved JSON results, running nothing.",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     prefix = "sanitizers_quick" if args.quick else "sanitizers"
     out = RESULTS / ("sanitizers_quick.md" if args.quick else "sanitizers_mnist.md")
+    saved = RESULTS / f"{prefix}.json"
+    if args.report_only:
+        data = json.loads(saved.read_text())
+        write_report(out, data["results"], data["seconds"], args.quick)
+        log(f"wrote {out} from {saved}")
+        return
     start = time.perf_counter()
     results = []
     for dataset in args.datasets:
         results.append(run_dataset(dataset, args.quick, prefix))
-        write_report(out, results, time.perf_counter() - start, args.quick)
-    log(f"wrote {out} ({(time.perf_counter() - start) / 60:.1f} min)")
+        seconds = time.perf_counter() - start
+        saved.write_text(json.dumps({"results": results, "seconds": seconds}, indent=1))
+        write_report(out, results, seconds, args.quick)
+    log(f"wrote {out} and {saved.name} ({(time.perf_counter() - start) / 60:.1f} min)")
 
 
 if __name__ == "__main__":
