@@ -96,25 +96,25 @@ def settings(dataset, quick):
         "fig7_layers": fig7_layers,
         "cw": {
             "initial_const": 1.0,
-            "binary_search_steps": 4,
+            "binary_search_steps": 3,
             "max_iterations": 100,
             "learning_rate": 0.05,
             "confidence": 0.0,
             "abort_early": True,
         },
         "n_test": 1000 if dataset == "mnist" else 500,
-        "n_val": 500 if dataset == "mnist" else 320,
+        "n_val": 400 if dataset == "mnist" else 320,
         "n_val_nlm": 100,
         "n_val_adaptive": 100,
         # Images attacked adaptively (None: every test image), FGSM and PGD /
         # C&W. NL-means is 80 times slower than the undefended model and its
         # graph takes minutes to trace on 2 cores; C&W (up to 400 gradient
         # steps) through the median would take about 30 min on 1,000 images.
-        "n_adaptive": {"mask": None, "median": None, "nlm": 100 if dataset == "mnist" else 50},
+        "n_adaptive": {"mask": None, "median": None, "nlm": 50 if dataset == "mnist" else 30},
         "n_adaptive_cw": {
             "mask": None,
-            "median": 300 if dataset == "mnist" else 200,
-            "nlm": 20 if dataset == "mnist" else 10,
+            "median": 200 if dataset == "mnist" else 100,
+            "nlm": 10 if dataset == "mnist" else 5,
         },
         "n_fig7": 100,
         "grid": {
@@ -129,7 +129,8 @@ def settings(dataset, quick):
             "nlm": [("h", 1.0, "paper")] + [("h", h, "conv") for h in (0.5, 1.0, 2.0)],
         },
         "tradeoff_alphas": (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7),
-        "overhead_repeats": 15,
+        "overhead_repeats": 5,
+        "n_overhead": 500,
     }
     if quick:
         s.update(
@@ -497,7 +498,7 @@ def run_dataset(dataset, quick, prefix):
 
     # === Overhead ===
     log(f"{dataset}: inference overhead")
-    x_time = x_test[: min(len(x_test), 1000)]
+    x_time = x_test[: s["n_overhead"]]
     times = timing({"undefended": model, **defended}, x_time, s["overhead_repeats"])
 
     # === Fig. 7 ===
@@ -715,7 +716,8 @@ def report_dataset(r):
         "",
         "### Inference overhead",
         "",
-        f"One pass over the same {min(r['n_test'], 1000)} test images in batches of 250, "
+        f"One pass over the same {min(r['n_test'], s['n_overhead'])} test images in batches "
+        "of 250, "
         f"median of {s['overhead_repeats']} interleaved repeats, each model compiled "
         "with `tf.function` (graph) and with `tf.function(jit_compile=True)` (XLA). "
         "Ratio = sanitized / undefended time in the same mode. Goals: mask <= 1.02, "
