@@ -47,6 +47,8 @@ import platform
 import time
 from pathlib import Path
 
+from _cifar_split import cifar_split_file  # noqa: E402  (benchmarks/ is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -125,38 +127,11 @@ def setup_mnist(n_test, n_val):
     }
 
 
-def _cifar_split_file():
-    """The subset re-split 3,200 / 800 as an .npz `load_or_train` can read."""
-    import numpy as np
-
-    from keras_advguard.datasets import validation_split
-
-    source = SHARED_DATA / "cifar10-subset.npz"
-    home = os.environ.get("KERAS_ADVGUARD_HOME", os.path.expanduser("~/.keras_advguard"))
-    target = Path(home) / "benchmark_data" / "cifar10-subset-fit3200-heldout800-s0.npz"
-    if target.exists():
-        return target
-    with np.load(source) as data:
-        x, y = data["x_train"], data["y_train"].reshape(-1).astype(np.int64)
-    (i_fit, y_fit), (i_held, y_held) = validation_split(np.arange(len(y)), y, fraction=0.2, seed=0)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(
-        tmp,
-        x_train=x[i_fit],
-        y_train=y_fit.astype(np.uint8),
-        x_test=x[i_held],
-        y_test=y_held.astype(np.uint8),
-    )
-    os.replace(tmp, target)
-    return target
-
-
 def setup_cifar(n_test):
     from keras_advguard.datasets import load_dataset
     from keras_advguard.models import load_or_train
 
-    path = str(_cifar_split_file())
+    path = str(cifar_split_file())
     t0 = time.perf_counter()
     model, info = load_or_train("cifar_cnn", "cifar10", epochs=28, batch_size=32, seed=0, path=path)
     log(

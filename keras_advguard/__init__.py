@@ -48,6 +48,7 @@ from keras_advguard.layers import MedoidDistance as MedoidDistance
 from keras_advguard.layers import NLMeansSanitizer as NLMeansSanitizer
 from keras_advguard.layers import NLMeansSqueezer as NLMeansSqueezer
 from keras_advguard.sanitize import sanitize as sanitize
+from keras_advguard.sanitize import sanitizer_name as sanitizer_name
 from keras_advguard.version import __version__ as __version__
 
 __all__ = [
@@ -76,4 +77,5 @@ __all__ = [
     "rebuild_model",
     "resolve_layers",
     "sanitize",
+    "sanitizer_name",
 ]

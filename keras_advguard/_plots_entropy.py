@@ -163,8 +163,6 @@ class FeatureResponseDisplay:
         Returns:
             The plotted display.
         """
-        from keras_advguard.detectors.local_spatial_entropy import response_to_gray
-
         x_clean = np.asarray(x_clean, dtype=np.float32)
         x_adv = np.asarray(x_adv, dtype=np.float32)
         if x_clean.shape != x_adv.shape:
@@ -174,8 +172,7 @@ class FeatureResponseDisplay:
             )
         images = np.empty((2 * len(x_clean),) + x_clean.shape[1:], np.float32)
         images[0::2], images[1::2] = x_clean, x_adv
-        responses = detector.feature_response(images)
-        gray = np.asarray(response_to_gray(responses, detector.levels))
+        gray = detector.gray_maps(images)
         maps = detector.entropy_maps(images)
         if titles is None:
             titles = ["Original", "Adversarial"] * len(x_clean)

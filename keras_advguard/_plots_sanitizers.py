@@ -108,8 +108,8 @@ def layer_divergence(
         >>> result.sanitized_layers, bool(np.allclose(result.before, result.after))
         (['fc1_sanitizer'], True)
     """
+    from keras_advguard._naming import sanitizer_name
     from keras_advguard.detector_model import DetectorModel, resolve_layers
-    from keras_advguard.sanitize import sanitizer_name
 
     x_clean = _validation.check_array("x_clean", x_clean, min_ndim=2, dtype_kind="fiu")
     x_adv = _validation.check_array("x_adv", x_adv, min_ndim=2, dtype_kind="fiu")

@@ -1,38 +1,13 @@
 """`sanitize`: insert a sanitizer layer after chosen layers of a trained model."""
 
-import re
-
 import keras
 
 from keras_advguard import _validation
+from keras_advguard._naming import SANITIZER_SUFFIX as SANITIZER_SUFFIX
+from keras_advguard._naming import sanitizer_name as sanitizer_name
 from keras_advguard.attacks.bpda import bpda as _bpda
 from keras_advguard.detector_model import rebuild_model, resolve_layers
 from keras_advguard.layers import MaskSanitizer
-
-SANITIZER_SUFFIX = "_sanitizer"
-"""Inserted sanitizers are named `<layer path, "/" as "_"> + SANITIZER_SUFFIX`."""
-
-
-def sanitizer_name(path):
-    """The name `sanitize` gives the sanitizer inserted after layer `path`.
-
-    `"conv1"` gives `"conv1_sanitizer"`, `"backbone/conv1"` gives
-    `"backbone_conv1_sanitizer"`. When that name is already taken in the
-    model (e.g. a model sanitized twice), `sanitize` appends `_1`, `_2`, ...
-
-    Args:
-        path: a layer path, as `resolve_layers` returns it.
-
-    Returns:
-        The name, a string.
-
-    Example:
-
-        >>> sanitizer_name("backbone/conv1")
-        'backbone_conv1_sanitizer'
-    """
-    _validation.check_type("path", path, str)
-    return re.sub(r"[^0-9A-Za-z_.\-]", "_", path) + SANITIZER_SUFFIX
 
 
 def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):

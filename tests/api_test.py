@@ -25,6 +25,7 @@ PUBLIC = {
         "EntropyDetector",
         "FeatureSqueezingDetector",
         "sanitize",
+        "sanitizer_name",
         "__version__",
     ],
     "keras_advguard.attacks": [

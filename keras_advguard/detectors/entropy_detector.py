@@ -256,6 +256,18 @@ class EntropyDetector:
         out = [np.asarray(guided.compiled()(xb)) for xb in self._batches(x)]
         return np.concatenate(out)
 
+    def gray_maps(self, x):
+        """Gray-level maps of the responses of `x` (`response_to_gray`), float32 `(N, H, W)`."""
+        from keras_advguard.detectors.local_spatial_entropy import response_to_gray
+
+        self._check_params()
+        guided = self._guided()
+        out = [
+            np.asarray(response_to_gray(guided.compiled()(xb), self.levels))
+            for xb in self._batches(x)
+        ]
+        return np.concatenate(out)
+
     def entropy_maps(self, x):
         """Local spatial entropy maps of the responses of `x`, float64 `(N, H, W)`."""
         from keras_advguard.detectors.local_spatial_entropy import (

@@ -50,6 +50,7 @@ def test_score_is_the_mean_skimage_entropy_of_the_gray_response(model):
     maps = detector.entropy_maps(x)
     assert maps.shape == (6, 12, 12)
     np.testing.assert_allclose(maps.mean(axis=(1, 2)), expected, atol=1e-12)
+    np.testing.assert_array_equal(detector.gray_maps(x), gray.astype(np.float32))
 
 
 def test_fit_calibrates_on_clean_scores_at_each_fpr(model):

@@ -1,0 +1,360 @@
+"""
+Title: The distance-space LSTM detector on InceptionV3 / ImageNet
+Author: keras_advguard developers
+Date created: 2026/11/21
+Last modified: 2026/11/21
+Description: The setting of Caldelli et al. (ICIP 2019): InceptionV3, its 11
+`mixed*` blocks tapped, a medoid per class and block, an LSTM reading the
+11 x C distance sequence; the paper's NIPS 2017 attack groups.
+"""
+
+"""
+## What you need
+
+Nothing downloads. Bring:
+
+- `--weights`: InceptionV3's ImageNet weights as a file, for example
+  `inception_v3_weights_tf_dim_ordering_tf_kernels.h5` from the Keras
+  applications releases (the file `keras.applications.InceptionV3(weights=
+  "imagenet")` caches in `~/.keras/models/`), or a `.weights.h5` saved with
+  `model.save_weights` from that model.
+- `--train-dir`: images the class medoids are computed from (the paper: the
+  ImageNet training set), one subfolder per class;
+- `--test-dir`: the images to attack (the paper: the NIPS 2017 development
+  set), same layout.
+
+A class folder is named by its ImageNet class index (`0` ... `999`), or by
+its WordNet id (`n01440764`, ...) together with `--class-index`, Keras's
+`imagenet_class_index.json` (also cached in `~/.keras/models/` once
+`keras.applications.imagenet_utils.decode_predictions` has run). The classes
+in `--train-dir` are the classes the detector measures distances to: all
+1,000 for the paper's setting, or a subset (every class there needs at least
+one image).
+
+```
+python examples/medoid_lstm_imagenet.py \\
+    --weights ~/.keras/models/inception_v3_weights_tf_dim_ordering_tf_kernels.h5 \\
+    --train-dir imagenet/train --test-dir nips2017_dev \\
+    --class-index ~/.keras/models/imagenet_class_index.json
+```
+
+InceptionV3 is ~6 GFLOPs per 299 x 299 image forward; the three attacks
+below cost ~22 forward-backward passes per source, so a few hundred sources
+take minutes on a GPU and hours on a laptop CPU. `--max-per-class` caps the
+images per class used for the medoids (a random subset: an approximate
+medoid), the main knob on the medoid cost, which is quadratic in the class
+size.
+
+`--random-weights` replaces the weights file by random weights and the
+test images' labels by the model's own predictions (random weights get
+nothing right), keeping every attacked image: a check of the pipeline on
+your folders whose numbers mean nothing. `--image-size` (default 299,
+InceptionV3's training size; at least 75) trades resolution for speed.
+`--quick` = random weights, random images, 75 x 75 pixels, a few epochs:
+what CI runs.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_advguard import DetectorModel, attacks, metrics  # noqa: E402
+from keras_advguard.detectors import (  # noqa: E402
+    ClassMedoids,
+    KNNDetector,
+    MedoidLSTMDetector,
+)
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--weights", help="InceptionV3 ImageNet weights file (.h5).")
+parser.add_argument("--train-dir", help="Images for the class medoids, a folder per class.")
+parser.add_argument("--test-dir", help="Images to attack, a folder per class.")
+parser.add_argument("--class-index", help="imagenet_class_index.json, for WordNet-id folders.")
+parser.add_argument("--max-per-class", type=int, default=None, help="Medoid subset per class.")
+parser.add_argument("--sources", type=int, default=500, help="Test images to attack.")
+parser.add_argument("--epochs", type=int, default=100, help="LSTM epochs (the paper: 100).")
+parser.add_argument("--batch-size", type=int, default=32, help="Batch size of model passes.")
+parser.add_argument("--output", default="medoid_lstm_imagenet.keras", help="Detector file.")
+parser.add_argument("--image-size", type=int, default=299, help="Input side, >= 75.")
+parser.add_argument("--random-weights", action="store_true", help="Pipeline check only.")
+parser.add_argument("--quick", action="store_true", help="Random weights and images, 75x75.")
+args = parser.parse_args()
+if args.quick:
+    args.random_weights, args.image_size, args.epochs = True, 75, min(args.epochs, 3)
+if args.image_size < 75:
+    parser.error(f"--image-size must be at least 75 (InceptionV3). Received: {args.image_size}")
+if args.random_weights and args.weights:
+    parser.error("--weights and --random-weights exclude each other.")
+use_folders = not args.quick or args.train_dir or args.test_dir
+if use_folders:
+    missing = [
+        flag
+        for flag, value in (
+            ("--weights", args.weights or args.random_weights),
+            ("--train-dir", args.train_dir),
+            ("--test-dir", args.test_dir),
+        )
+        if not value
+    ]
+    if missing:
+        parser.error(
+            f"{', '.join(missing)} required (nothing downloads; see the top of this "
+            "file for the files to bring), or run with --quick for random weights "
+            "and random images."
+        )
+    for flag, value in (
+        ("--weights", args.weights),
+        ("--train-dir", args.train_dir),
+        ("--test-dir", args.test_dir),
+        ("--class-index", args.class_index),
+    ):
+        if value and not Path(value).expanduser().exists():
+            parser.error(f"{flag}: no such file or folder: {value}")
+keras.utils.set_random_seed(0)
+
+"""
+## The classifier
+
+The attacks work on pixels in `[0, 1]`; a `Rescaling` layer maps them to the
+`[-1, 1]` InceptionV3 expects, so the backbone sits *inside* a functional
+model (the nested case: its blocks are reached as `inception_v3/mixed5`).
+`keras.applications.InceptionV3` ends with `Dense(1000, softmax)`; the
+library attacks and taps it on the logits behind that softmax.
+"""
+
+size = args.image_size
+backbone = keras.applications.InceptionV3(
+    weights=None if args.random_weights else str(Path(args.weights).expanduser()),
+    input_shape=(size, size, 3),
+)
+inputs = keras.Input((size, size, 3), name="pixels")
+scaled = keras.layers.Rescaling(2.0, offset=-1.0, name="to_inception_range")(inputs)
+model = keras.Model(inputs, backbone(scaled), name="inception_v3_on_pixels")
+
+"""
+## Images and labels
+
+`image_dataset_from_directory` reads a folder per class. The class medoids
+use the folder order (`0 .. C-1`); attacks and the kNN baseline need the
+ImageNet index of every folder.
+"""
+
+
+def imagenet_indices(class_names):
+    """ImageNet index (0-999) of each class folder name."""
+    if all(name.isdigit() for name in class_names):
+        indices = [int(name) for name in class_names]
+    else:
+        if not args.class_index:
+            raise SystemExit(
+                "Class folders are not ImageNet indices (e.g. "
+                f"{class_names[0]!r}); pass --class-index imagenet_class_index.json "
+                "to map WordNet ids to indices."
+            )
+        table = json.loads(Path(args.class_index).expanduser().read_text())
+        by_wnid = {wnid: int(i) for i, (wnid, _) in table.items()}
+        unknown = [name for name in class_names if name not in by_wnid]
+        if unknown:
+            raise SystemExit(f"Folders not in {args.class_index}: {unknown[:5]}")
+        indices = [by_wnid[name] for name in class_names]
+    bad = [i for i in indices if not 0 <= i < 1000]
+    if bad:
+        raise SystemExit(f"ImageNet indices must be in [0, 1000); got {bad[:5]}")
+    return np.array(indices)
+
+
+def image_folder(directory):
+    """A batched dataset of (pixels in [0, 1], folder label) and the folder names."""
+    dataset = keras.utils.image_dataset_from_directory(
+        Path(directory).expanduser(),
+        image_size=(size, size),
+        batch_size=args.batch_size,
+        shuffle=False,
+        crop_to_aspect_ratio=True,
+        verbose=False,
+    )
+    names = dataset.class_names
+    return dataset.map(lambda x, y: (x / 255.0, y)), names
+
+
+if not use_folders:
+    rng = np.random.default_rng(0)
+    num_local = 3
+    train = tf.data.Dataset.from_tensor_slices(
+        (
+            rng.random((num_local * 6, size, size, 3), dtype=np.float32),
+            np.repeat(np.arange(num_local), 6),
+        )
+    ).batch(args.batch_size)
+    class_ids = np.array([1, 2, 3])  # ImageNet indices of the three "folders"
+    x_pool = rng.random((24, size, size, 3), dtype=np.float32)
+    y_pool = None
+else:
+    train, train_names = image_folder(args.train_dir)
+    class_ids = imagenet_indices(train_names)
+    test, test_names = image_folder(args.test_dir)
+    test_ids = imagenet_indices(test_names)
+    x_pool = np.concatenate([x for x, _ in test.as_numpy_iterator()])
+    y_pool = test_ids[np.concatenate([y for _, y in test.as_numpy_iterator()])]
+if args.random_weights:
+    # Random weights get nothing right: attack the model's own labels instead.
+    y_pool = np.argmax(model.predict(x_pool, batch_size=args.batch_size, verbose=0), axis=1)
+print(f"{len(class_ids)} classes for the medoids, {len(x_pool)} test images")
+
+"""
+## Taps and class medoids
+
+The `inception_mixed` preset taps the 11 `mixed*` blocks, each reduced by
+global average pooling (the paper's choice). One pass over the training
+images gives the activations; `ClassMedoids` computes the exact L2 medoid
+of every class at every block.
+"""
+
+taps = DetectorModel(model, layers="inception_mixed", pooling="avg")
+print("tapped blocks:", [name.rsplit("/", 1)[-1] for name in taps.tap_names])
+activations, train_labels = {name: [] for name in taps.tap_names}, []
+for outputs, labels in taps.iter_activations(train, verbose=0 if args.quick else 1):
+    for name in taps.tap_names:
+        activations[name].append(outputs["activations"][name])
+    train_labels.append(labels)
+activations = {name: np.concatenate(chunks) for name, chunks in activations.items()}
+train_labels = np.concatenate(train_labels)
+medoids = ClassMedoids(
+    num_classes=len(class_ids),
+    max_samples_per_class=args.max_per_class,
+    verbose=0 if args.quick else 1,
+).fit(activations, train_labels)
+
+"""
+## The detector
+
+`from_medoids` builds image -> taps -> distances `(11, C)` (standardized per
+block with statistics of the training images) -> `LSTM(100)` ->
+`Dense(1, sigmoid)`; the classifier inside is frozen.
+"""
+
+detector = MedoidLSTMDetector.from_medoids(
+    taps,
+    medoids,
+    standardize=True,
+    standardization_data=train.map(lambda x, y: x),
+    batch_size=args.batch_size,
+)
+print("distance sequence:", detector.features(x_pool[:1]).shape[1:], "(blocks, classes)")
+
+"""
+## Sources and the paper's attacks
+
+Sources: test images InceptionV3 classifies correctly. The NIPS 2017
+development toolkit's groups: FGSM eps 16/255, FGSM eps 16/255 toward a
+random class, iterative FGSM toward the same class (20 steps of 1/255).
+Only the successful adversarial images count (uniform noise, the toolkit's
+fourth group, changes almost no label: it is a control, not an attack).
+"""
+
+correct = np.argmax(model.predict(x_pool, batch_size=args.batch_size, verbose=0), 1) == y_pool
+x_src, y_src = x_pool[correct][: args.sources], y_pool[correct][: args.sources]
+print(f"sources: {len(x_src)} correctly classified test images")
+if len(x_src) < 10:
+    raise SystemExit("Fewer than 10 correctly classified test images: give more test images.")
+rng = np.random.default_rng(0)
+target = (y_src + rng.integers(1, 1000, size=len(y_src))) % 1000
+eps = 16 / 255
+steps = 3 if args.quick else 20
+results = {
+    "FGSM": attacks.fgsm(model, x_src, eps=eps, y=y_src, batch_size=args.batch_size),
+    "FGSM targeted": attacks.fgsm(
+        model, x_src, eps=eps, y=target, targeted=True, batch_size=args.batch_size
+    ),
+    "I-FGSM targeted": attacks.bim(
+        model,
+        x_src,
+        eps=eps,
+        eps_iter=1 / 255,
+        nb_iter=steps,
+        y=target,
+        targeted=True,
+        batch_size=args.batch_size,
+    ),
+}
+x_parts, is_adv, source = [x_src], [np.zeros(len(x_src))], [np.arange(len(x_src))]
+for name, result in results.items():
+    # Random weights: success means nothing, every image is kept.
+    keep = np.ones(len(x_src), bool) if args.random_weights else result.success
+    print(f"{name}: success {result.success.mean():.3f}")
+    x_parts.append(result.x_adv[keep])
+    is_adv.append(np.ones(keep.sum()))
+    source.append(np.flatnonzero(keep))
+x, is_adv, source = np.concatenate(x_parts), np.concatenate(is_adv), np.concatenate(source)
+
+"""
+## Training and evaluation
+
+80/10/10 split by source image (an image's clean and adversarial versions
+stay together), an ordinary `fit`, the threshold from clean validation
+images at 5% false positives.
+"""
+
+train_idx, val_idx, test_idx = metrics.train_val_test_split_by_group(
+    source, (0.8, 0.1, 0.1), seed=0
+)
+detector.compile()
+detector.fit(
+    x[train_idx],
+    is_adv[train_idx],
+    epochs=args.epochs,
+    validation_data=(x[val_idx], is_adv[val_idx]),
+    callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=20, restore_best_weights=True)],
+    verbose=0,
+)
+
+
+def evaluate(name, scores):
+    clean, adv = test_idx[is_adv[test_idx] == 0], test_idx[is_adv[test_idx] == 1]
+    report = metrics.detection_report(
+        scores[clean],
+        scores[adv],
+        fprs=[0.05],
+        scores_clean_validation=scores[val_idx[is_adv[val_idx] == 0]],
+    )
+    at = report["at_fpr"][0.05]
+    print(f"{name:>24}: AUC {report['auc']:.3f}, TPR {at['tpr']:.3f} at FPR {at['fpr']:.3f}")
+
+
+evaluate("medoid LSTM", detector.predict(x, batch_size=args.batch_size, verbose=0))
+
+"""
+## The paper's baseline: kNN on the last block (Carrara et al.)
+
+On `mixed10` pooled (InceptionV3's `pool3` features), with the training
+activations already computed; k chosen on the validation images.
+"""
+
+last = taps.tap_names[-1]
+knn = KNNDetector(model, last, batch_size=args.batch_size).fit_activations(
+    activations[last], class_ids[train_labels]
+)
+k_candidates = [k for k in (1, 2, 5, 10, 20, 50) if k <= len(train_labels)]
+knn.select_k(x[val_idx], is_adv[val_idx], k_candidates=k_candidates)
+evaluate(f"kNN ({last.rsplit('/', 1)[-1]}, k={knn.n_neighbors_})", knn.score(x))
+
+"""
+## Save and load
+
+One `.keras` file: InceptionV3, the medoids, the statistics and the LSTM; it
+loads in Keras's safe mode with the same scores.
+"""
+
+detector.save(args.output)
+reloaded = keras.models.load_model(args.output)
+np.testing.assert_allclose(
+    reloaded.predict(x[:8], verbose=0), detector.predict(x[:8], verbose=0), atol=1e-6
+)
+print(f"saved and reloaded {args.output}")
