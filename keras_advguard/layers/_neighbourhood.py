@@ -348,7 +348,7 @@ def median_filter(x, size, num_spatial):
 # Non-local means
 
 
-def nl_means_filter(x, patch, search, inv_h2, joint_channels=False):
+def nl_means_filter(x, patch, search, inv_h2, joint_channels=False, pair_offsets=True):
     """Non-local means of every map of `x`, without an `(HW)^2` weight matrix.
 
     Computes `s(i) = sum_j w(i, j) a(j) / sum_j w(i, j)` with
@@ -358,6 +358,9 @@ def nl_means_filter(x, patch, search, inv_h2, joint_channels=False):
     windows). One Python iteration per search offset (unrolled at trace
     time) accumulates the weights and the weighted sum; patch distances are
     box sums of squared shifted differences, so memory stays a few maps.
+    Since `w(i, i - o) = w(i - o, i)`, the weights of offset `-o` are those
+    of `o` read at `i - o`: only half the offsets need distances and
+    exponentials.
 
     The sum is written as `a(i) + sum_j w(i, j) (a(j) - a(i)) / Z(i)`, equal
     in exact arithmetic and exact for constant maps. `j = i` always has
@@ -376,6 +379,11 @@ def nl_means_filter(x, patch, search, inv_h2, joint_channels=False):
         inv_h2: `1 / h^2`, a tensor broadcastable to `x` (e.g. `(B, 1, 1, C)`).
         joint_channels: whether one patch distance covers all the channels.
             Defaults to `False`.
+        pair_offsets: compute the distances and weights of offsets `o` and
+            `-o` once (they are mirror images of each other). `False`
+            computes every offset on its own (same result up to float
+            rounding; kept for the overhead benchmark's side-by-side
+            comparison). Defaults to `True`.
 
     Returns:
         A tensor shaped like `x`.
@@ -384,30 +392,57 @@ def nl_means_filter(x, patch, search, inv_h2, joint_channels=False):
     p_before, p_after = window_bounds(patch)
     s_before, s_after = window_bounds(search)
     s_extra = s_before + s_after
+    far = [(s_before, s_after)] * num_spatial
     patches = symmetric_pad(x, [(p_before, p_after)] * num_spatial)
     # Candidates outside the map are read from zeros and masked out.
-    patches_far = zero_pad(patches, [(s_before, s_after)] * num_spatial)
-    values_far = zero_pad(x, [(s_before, s_after)] * num_spatial)
+    patches_far = zero_pad(patches, far)
+    values_far = zero_pad(x, far)
     inside = ops.ones_like(x[:1, ..., :1])
-    inside_far = zero_pad(inside, [(s_before, s_after)] * num_spatial)
+    inside_far = zero_pad(inside, far)
+
+    def at(padded, offset):
+        return shift(padded, [s_before + o for o in offset], [s_extra] * num_spatial)
 
     # The offset 0 contributes w(i, i) = 1 and a(i) - a(i) = 0.
     weight_sum = ops.ones_like(x)
     weighted = ops.zeros_like(x)
-    for offset in itertools.product(window_offsets(search), repeat=num_spatial):
-        if all(o == 0 for o in offset):
-            continue
-        starts = [s_before + o for o in offset]
-        moved = shift(patches_far, starts, [s_extra] * num_spatial)
-        distance = box_sum(ops.square(patches - moved), patch, num_spatial)
+    for offset, mirrored in _offset_pairs(search, num_spatial, pair_offsets):
+        distance = box_sum(ops.square(patches - at(patches_far, offset)), patch, num_spatial)
         if joint_channels:
             distance = ops.sum(distance, axis=-1, keepdims=True)
-        valid = shift(inside_far, starts, [s_extra] * num_spatial)
-        weight = ops.exp(-distance * inv_h2) * valid
-        neighbour = shift(values_far, starts, [s_extra] * num_spatial)
+        weight = ops.exp(-distance * inv_h2) * at(inside_far, offset)
         weight_sum = weight_sum + weight
-        weighted = weighted + weight * (neighbour - x)
+        weighted = weighted + weight * (at(values_far, offset) - x)
+        if mirrored:
+            # Patch distances are symmetric: w(i, i - o) = w(i - o, i), the
+            # weight just computed read at i - o (zero where i - o is
+            # outside the map). Half the distances and exponentials.
+            minus = tuple(-o for o in offset)
+            weight = at(zero_pad(weight, far), minus)
+            weight_sum = weight_sum + weight
+            weighted = weighted + weight * (at(values_far, minus) - x)
     return x + weighted / weight_sum
+
+
+def _offset_pairs(search, num_spatial, pair=True):
+    """The non-zero search offsets, each `-o` folded into `o` when both are in the window.
+
+    Yields `(offset, mirrored)`: with `mirrored`, the caller also handles
+    `-offset`. Windows of even size are not symmetric (scipy anchoring), so
+    some offsets there have no mirror and come alone.
+    """
+    offsets = [
+        o
+        for o in itertools.product(window_offsets(search), repeat=num_spatial)
+        if any(v != 0 for v in o)
+    ]
+    present = set(offsets)
+    for o in offsets:
+        minus = tuple(-v for v in o)
+        if not pair or minus not in present:
+            yield o, False
+        elif o > minus:
+            yield o, True
 
 
 def smallest_normal(dtype):

@@ -215,3 +215,20 @@ def test_layer_contract_vectors():
         rtol=1e-4,
         run_training_check=False,
     )
+
+
+@pytest.mark.parametrize("search, joint", [(7, False), (4, False), (5, True)])
+def test_paired_offsets_equal_every_offset_on_its_own(search, joint):
+    # The fast path reads w(i, i - o) off the weights of offset o; the slow
+    # path computes every offset. Same numbers up to rounding.
+    from keras_advguard.layers import _neighbourhood
+
+    x = np.random.default_rng(search).normal(size=(2, 9, 8, 3))
+    inv_h2 = np.full((2, 1, 1, 3), 0.7)
+    args = (x, 3, search, inv_h2, joint)
+    paired = _neighbourhood.nl_means_filter(*args, pair_offsets=True)
+    alone = _neighbourhood.nl_means_filter(*args, pair_offsets=False)
+    np.testing.assert_allclose(np.asarray(paired), np.asarray(alone), rtol=1e-12, atol=1e-12)
+    pairs = list(_neighbourhood._offset_pairs(search, 2))
+    covered = len(pairs) + sum(mirrored for _, mirrored in pairs)
+    assert covered == search * search - 1
