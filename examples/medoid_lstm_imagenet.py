@@ -38,7 +38,7 @@ python examples/medoid_lstm_imagenet.py \\
     --class-index ~/.keras/models/imagenet_class_index.json
 ```
 
-InceptionV3 is ~6 GFLOPs per 299 x 299 image forward; the three attacks
+InceptionV3 is ~5.7 G multiply-adds per 299 x 299 image forward; the three attacks
 below cost ~22 forward-backward passes per source, so a few hundred sources
 take minutes on a GPU and hours on a laptop CPU. `--max-per-class` caps the
 images per class used for the medoids (a random subset: an approximate

@@ -58,7 +58,10 @@ args = parser.parse_args()
 ## Data and model
 
 Hyper-parameters are chosen on a validation split of the *training* images,
-never on the test images the defence is evaluated on.
+never on the test images the defence is evaluated on. The cached reference
+model was trained on all of them, so their clean accuracy is optimistic;
+they only rank thresholds. `benchmarks/sanitizers.py` trains its model with
+6,000 training images held out and validates on those.
 """
 
 if args.quick:
