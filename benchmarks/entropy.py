@@ -47,7 +47,7 @@ import platform
 import time
 from pathlib import Path
 
-from _cifar_split import cifar_split_file  # noqa: E402  (benchmarks/ is on sys.path)
+from _splits import cifar_split_file  # noqa: E402  (benchmarks/ is on sys.path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

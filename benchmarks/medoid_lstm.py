@@ -47,7 +47,7 @@ digits, tiny subsets, 5 epochs; checks the script only).
 
 `--dataset cifar10` runs the same protocol on the CIFAR-10 subset
 (`../shared/data/cifar10-subset.npz`): `cifar_cnn` trained on 3,200 of its
-4,000 images (`_cifar_split.py`, shared with `entropy.py`), medoids from
+4,000 images (`_splits.py`, shared with `entropy.py`), medoids from
 those 3,200, sources = the held-out 800 images the model gets right. The
 attacks keep the paper's four groups at 16/255 (CIFAR's usual scale), PGD at
 eps 8/255 (20 steps of 2/255) and C&W; the MNIST-only eps 0.3 variants are
@@ -116,7 +116,7 @@ def load(quick, n_sources, dataset="mnist"):
     from keras_advguard.models import load_or_train
 
     if dataset == "cifar10" and not quick:
-        from _cifar_split import cifar_split_file
+        from _splits import cifar_split_file
 
         path = str(cifar_split_file())
         (x_train, y_train), (x_test, y_test) = load_dataset("cifar10", path=path)

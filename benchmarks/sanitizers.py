@@ -181,45 +181,9 @@ def describe(kind, param, value, layers, s):
 # --------------------------------------------------------------------------
 
 
-def mnist_split_file():
-    """Write (once) MNIST with 6,000 training images held out, as an .npz.
-
-    `x_train` = the 54,000 images of `validation_split(fraction=0.1, seed=0)`
-    the model is trained on, `x_val` = the 6,000 held out, `x_test` = the
-    10,000 official test images.
-    """
-    import numpy as np
-
-    from keras_advguard.datasets import validation_split
-
-    source = SHARED / "mnist.npz"
-    if not source.exists():
-        source = Path(os.path.expanduser("~/.keras/datasets/mnist.npz"))
-    home = os.environ.get("KERAS_ADVGUARD_HOME", os.path.expanduser("~/.keras_advguard"))
-    target = Path(home) / "benchmark_data" / "mnist-fit54000-val6000-s0.npz"
-    if target.exists():
-        return target
-    with np.load(source) as data:
-        x, y = data["x_train"], data["y_train"].astype(np.int64)
-        x_test, y_test = data["x_test"], data["y_test"]
-    (i_fit, _), (i_val, _) = validation_split(np.arange(len(y)), y, fraction=0.1, seed=0)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(
-        tmp,
-        x_train=x[i_fit],
-        y_train=y[i_fit].astype(np.uint8),
-        x_val=x[i_val],
-        y_val=y[i_val].astype(np.uint8),
-        x_test=x_test,
-        y_test=y_test,
-    )
-    os.replace(tmp, target)
-    return target
-
-
 def load_mnist(s):
     import numpy as np
+    from _splits import mnist_split_file
 
     from keras_advguard.datasets import load_dataset
     from keras_advguard.models import load_or_train
