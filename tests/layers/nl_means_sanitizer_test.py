@@ -232,3 +232,17 @@ def test_paired_offsets_equal_every_offset_on_its_own(search, joint):
     pairs = list(_neighbourhood._offset_pairs(search, 2))
     covered = len(pairs) + sum(mirrored for _, mirrored in pairs)
     assert covered == search * search - 1
+
+
+def test_large_map_memory_stays_linear():
+    # A 512 x 512 map: an (H W)^2 weight matrix would be 6.9e10 entries
+    # (275 GB in float32). The layer needs a few copies of the map; peak RSS
+    # may grow by well under 1 GB (the map itself is 1 MB).
+    import resource
+
+    x = np.random.default_rng(0).normal(size=(1, 512, 512, 1)).astype("float32")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    out = np.asarray(NLMeansSanitizer()(x))
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert out.shape == x.shape and np.isfinite(out).all()
+    assert grown_kib < 1024**2, f"peak memory grew by {grown_kib / 1024:.0f} MiB"
