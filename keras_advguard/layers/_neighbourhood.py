@@ -4,6 +4,7 @@ Private module: symmetric padding, window anchoring, shifted views of a map,
 box sums, exact median filters (min/max selection networks for windows of up
 to 81 values, a `top_k` selection beyond) and the non-local means filter.
 The median sanitizer and the median smoothing squeezer both call
+`compiled_median_filter(x, size, num_spatial)`, the XLA-compiled form of
 `median_filter(x, size, num_spatial)` (images `(B, H, W, C)`: `num_spatial=2`,
 equal to `scipy.ndimage.median_filter(x, size=(1, k, k, 1), mode="reflect")`);
 nothing else in the library re-implements it.
@@ -342,6 +343,52 @@ def median_filter(x, size, num_spatial):
     if len(views) <= _MAX_NETWORK_VALUES:
         return _median_network(views)
     return _median_top_k(views)
+
+
+def compiled_median_filter(x, size, num_spatial):
+    """`median_filter` as one XLA kernel forward and one backward (TF backend).
+
+    The selection network is a few dozen elementwise min/max passes over the
+    map; run op by op (eager or plain graph mode, Keras' default on a CPU)
+    each pass reads and writes the whole map. Here the forward pass is an
+    XLA-compiled function and the gradient another one (recomputing the
+    network and routing the output gradient back), joined by
+    `tf.custom_gradient`: same values as `median_filter` (a selection, so
+    exact), the gradient equal up to float rounding. Inside a model compiled
+    with `jit_compile=True` the two functions are inlined into the outer
+    compilation. XLA compiles once per input shape and dtype.
+
+    Falls back to `median_filter` on other backends and for windows with a
+    single value.
+    """
+    if keras.backend.backend() != "tensorflow" or size == 1:
+        return median_filter(x, size, num_spatial)
+    return _compiled_median(size, num_spatial)(x)
+
+
+@functools.cache
+def _compiled_median(size, num_spatial):
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
+    def forward(x):
+        return median_filter(x, size, num_spatial)
+
+    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
+    def backward(x, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = median_filter(x, size, num_spatial)
+        return tape.gradient(y, x, output_gradients=dy)
+
+    @tf.custom_gradient
+    def median(x):
+        def grad(dy):
+            return backward(x, dy)
+
+        return forward(x), grad
+
+    return median
 
 
 # ---------------------------------------------------------------------------

@@ -149,7 +149,8 @@ class MaskSanitizer(keras.layers.Layer):
         else:
             tau = self._quantile_threshold(work)
         tau = ops.stop_gradient(tau)
-        return ops.where(work >= tau, x, ops.zeros_like(x))
+        # A 0-d zero broadcast by `where` (no zero map written).
+        return ops.where(work >= tau, x, ops.convert_to_tensor(0, dtype=x.dtype))
 
     def _quantile_threshold(self, work):
         # The k-th largest value of each map, read with top_k from whichever

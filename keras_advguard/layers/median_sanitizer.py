@@ -87,7 +87,7 @@ class MedianSanitizer(keras.layers.Layer):
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
         y, num_spatial, restore = _neighbourhood.to_channels_last(x)
-        return restore(_neighbourhood.median_filter(y, self.window, num_spatial))
+        return restore(_neighbourhood.compiled_median_filter(y, self.window, num_spatial))
 
     def compute_output_shape(self, input_shape):
         _neighbourhood.check_map_rank(type(self).__name__, input_shape)

@@ -82,7 +82,7 @@ class MedianSmoothingSqueezer(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
-        return _neighbourhood.median_filter(x, self.window, 2)
+        return _neighbourhood.compiled_median_filter(x, self.window, 2)
 
     def compute_output_shape(self, input_shape):
         _squeeze_common.check_image_rank(type(self).__name__, input_shape)

@@ -49,13 +49,13 @@ def test_hand_worked_2x2():
 
 def test_uses_the_shared_median(monkeypatch):
     calls = []
-    original = _neighbourhood.median_filter
+    original = _neighbourhood.compiled_median_filter
 
     def spy(x, size, num_spatial):
         calls.append((size, num_spatial))
         return original(x, size, num_spatial)
 
-    monkeypatch.setattr(_neighbourhood, "median_filter", spy)
+    monkeypatch.setattr(_neighbourhood, "compiled_median_filter", spy)
     x = np.random.default_rng(1).random((1, 5, 5, 2)).astype("float32")
     out = squeeze(x, 3, "float32")
     assert calls == [(3, 2)]
