@@ -844,7 +844,8 @@ def discussion(r):
         + ", ".join(r["settings"]["layer_sets"][r["chosen"]["median"]["layers"]])
         + ".",
         "- **Overhead.** The mask is a max, a comparison and a select per map; the "
-        "median 18 min/max per value (fast only when XLA fuses them); NL-means "
+        "median 18 min/max per value (both run as one compiled XLA kernel in every "
+        "mode, so graph and XLA columns are close); NL-means "
         "unrolls 48 search offsets (24 distance and weight maps, offsets o and -o "
         "sharing theirs) of about 15 elementwise passes each, "
         f"{r['times']['xla']['nlm'] / r['times']['xla']['undefended']:.0f} to "
