@@ -368,27 +368,46 @@ def compiled_median_filter(x, size, num_spatial):
 
 @functools.cache
 def _compiled_median(size, num_spatial):
+    return compile_with_gradient(lambda x: median_filter(x, size, num_spatial))
+
+
+def compile_with_gradient(fn):
+    """`fn` as one XLA-compiled function forward and one backward (TF backend).
+
+    For elementwise-heavy layers (selection networks, masks) run in eager or
+    plain graph mode, where every op is a pass over the whole tensor. The
+    forward pass is `fn` compiled with XLA; the gradient is another compiled
+    function that recomputes `fn` under a tape and returns the
+    vector-Jacobian product; `tf.custom_gradient` joins them. Inside an outer
+    `jit_compile=True` function both are inlined. XLA compiles once per
+    input shape and dtype (`reduce_retracing` keeps the traces few), so a
+    caller should build one per input rank.
+
+    Args:
+        fn: a function of one tensor, differentiable with `tf.GradientTape`.
+
+    Returns:
+        A function of one tensor with the values and gradient of `fn`.
+    """
     import tensorflow as tf
 
-    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-    def forward(x):
-        return median_filter(x, size, num_spatial)
+    forward = tf.function(fn, jit_compile=True, reduce_retracing=True, autograph=False)
 
     @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
     def backward(x, dy):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = median_filter(x, size, num_spatial)
+            y = fn(x)
         return tape.gradient(y, x, output_gradients=dy)
 
     @tf.custom_gradient
-    def median(x):
+    def compiled(x):
         def grad(dy):
             return backward(x, dy)
 
         return forward(x), grad
 
-    return median
+    return compiled
 
 
 # ---------------------------------------------------------------------------

@@ -205,32 +205,18 @@ def _compiled_relative_mask(alpha, rank):
     maximum, a comparison and a selection; the gradient is `dy` on the kept
     entries and 0 elsewhere, the threshold carrying no gradient), but one
     pass over the map instead of four when the model runs in eager or plain
-    graph mode. Inside a model compiled with `jit_compile=True` the
-    functions are inlined. One set of functions per `alpha` and input rank.
+    graph mode (`_neighbourhood.compile_with_gradient`). One compiled pair
+    per `alpha` and input rank.
     """
     import tensorflow as tf
 
-    def kept(x):
+    axes = [1] if rank == 2 else [1, 2]
+
+    def mask(x):
         work = x
         if x.dtype in (tf.float16, tf.bfloat16):
             work = tf.cast(x, tf.float32)
-        axes = [1] if rank == 2 else [1, 2]
         tau = tf.constant(alpha, work.dtype) * tf.reduce_max(work, axis=axes, keepdims=True)
-        return work >= tau
+        return tf.where(work >= tf.stop_gradient(tau), x, tf.zeros((), x.dtype))
 
-    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-    def forward(x):
-        return tf.where(kept(x), x, tf.zeros((), x.dtype))
-
-    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-    def backward(x, dy):
-        return tf.where(kept(x), dy, tf.zeros((), dy.dtype))
-
-    @tf.custom_gradient
-    def mask(x):
-        def grad(dy):
-            return backward(x, dy)
-
-        return forward(x), grad
-
-    return mask
+    return _neighbourhood.compile_with_gradient(mask)
