@@ -12,12 +12,12 @@ import hashlib
 import json
 import os
 import time
-import uuid
 
 import keras
 import numpy as np
 
 from keras_advguard import _validation
+from keras_advguard._files import write_atomic, write_json
 from keras_advguard.datasets import DATASET_NAMES, NUM_CLASSES, load_dataset
 
 MNIST_CNN_SANITIZED_LAYERS = ("conv1", "conv2", "conv4", "conv5", "fc7", "fc8")
@@ -267,7 +267,7 @@ def load_or_train(
                 test_accuracy=_accuracy(model, x_test, y_test),
                 train_seconds=None,
             )
-            _write_atomic(info_file, lambda tmp: _dump_json(info, tmp), ".json")
+            write_json(info_file, info, sort_keys=True)
         return model, dict(info, path=model_file, from_cache=True)
 
     keras.utils.set_random_seed(int(seed))
@@ -301,8 +301,8 @@ def load_or_train(
         train_seconds=train_seconds,
     )
     os.makedirs(cache_dir, exist_ok=True)
-    _write_atomic(model_file, model.save, ".keras")
-    _write_atomic(info_file, lambda tmp: _dump_json(info, tmp), ".json")
+    write_atomic(model_file, model.save, ".keras")
+    write_json(info_file, info, sort_keys=True)
     return model, dict(info, path=model_file, from_cache=False)
 
 
@@ -349,12 +349,6 @@ def _accuracy(model, x, y):
     return float(np.mean(np.argmax(probabilities, axis=-1) == y))
 
 
-def _dump_json(info, file):
-    with open(file, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def _read_info(file):
     try:
         with open(file, encoding="utf-8") as f:
@@ -362,19 +356,3 @@ def _read_info(file):
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
-
-
-def _write_atomic(file, write, suffix):
-    """Call `write(tmp)` on a temporary file beside `file`, then move it there.
-
-    The temporary name is unique (pid + random) but not pre-created, so the
-    final file gets the usual permissions (umask), not `mkstemp`'s 0600.
-    """
-    directory, name = os.path.split(file)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, file)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

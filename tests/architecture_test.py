@@ -15,6 +15,7 @@ FLOORS = {
     "_progress": 1,
     "_batching": 1,
     "_naming": 1,
+    "_files": 1,
     "version": 1,
     "detector_model": 2,
     "plots": 2,

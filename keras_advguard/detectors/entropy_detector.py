@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from keras_advguard import _batching, _progress, _validation
+from keras_advguard._files import write_json
 
 DIRECTIONS = ("higher", "lower")
 DEFAULT_FPRS = (0.01, 0.05, 0.1)
@@ -445,9 +446,7 @@ class EntropyDetector:
                 "weights_sha256": _weights_fingerprint(self.model),
             },
         }
-        with open(os.fspath(path), "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2, allow_nan=False)
-            f.write("\n")
+        write_json(path, document, allow_nan=False)
 
     @classmethod
     def load(cls, path, model, *, check_weights=True):

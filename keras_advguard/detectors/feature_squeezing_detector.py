@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from keras_advguard import _plots_squeeze, _validation, metrics
+from keras_advguard._files import write_atomic, write_json
 
 SCORES = ("output", "internal")
 _FORMAT_VERSION = 1
@@ -343,7 +344,7 @@ class FeatureSqueezingDetector:
         model_path = None
         if include_model:
             model_path = path[: -len(".json")] + ".keras"
-            self.model.save(model_path)
+            write_atomic(model_path, self.model.save, ".keras")
         fitted = None
         if getattr(self, "threshold_", None) is not None:
             fitted = {
@@ -358,8 +359,7 @@ class FeatureSqueezingDetector:
             "model_file": None if model_path is None else os.path.basename(model_path),
             "fitted": fitted,
         }
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
+        write_json(path, document)
         return model_path
 
     @classmethod

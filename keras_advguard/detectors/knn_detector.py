@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from keras_advguard import _validation, metrics
+from keras_advguard._files import write_atomic, write_json
 
 WEIGHTS = ("uniform", "distance")
 DEFAULT_K_CANDIDATES = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -442,12 +443,14 @@ class KNNDetector:
         model_file = None
         if include_model and self.model is not None:
             model = self._taps().base_model
-            model.save(stem + ".keras")
+            write_atomic(stem + ".keras", model.save, ".keras")
             model_file = os.path.basename(stem + ".keras")
-        np.savez(
+        write_atomic(
             stem + ".npz",
-            train_activations=self.train_activations_,
-            train_labels=self.train_labels_,
+            lambda tmp: np.savez(
+                tmp, train_activations=self.train_activations_, train_labels=self.train_labels_
+            ),
+            ".npz",
         )
         fitted = {"n_neighbors_": self.n_neighbors_}
         for name in ("threshold_", "fpr_"):
@@ -465,8 +468,7 @@ class KNNDetector:
             "model_file": model_file,
             "fitted": fitted,
         }
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
+        write_json(path, document)
         return path
 
     @classmethod
