@@ -165,11 +165,7 @@ class FeatureResponseDisplay:
         """
         x_clean = np.asarray(x_clean, dtype=np.float32)
         x_adv = np.asarray(x_adv, dtype=np.float32)
-        if x_clean.shape != x_adv.shape:
-            raise ValueError(
-                "Arguments `x_clean` and `x_adv` must have the same shape. "
-                f"Received: {x_clean.shape} and {x_adv.shape}"
-            )
+        _validation.check_same_shape("x_clean", x_clean, "x_adv", x_adv)
         images = np.empty((2 * len(x_clean),) + x_clean.shape[1:], np.float32)
         images[0::2], images[1::2] = x_clean, x_adv
         gray = detector.gray_maps(images)

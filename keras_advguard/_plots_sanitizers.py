@@ -113,12 +113,9 @@ def layer_divergence(
 
     x_clean = _validation.check_array("x_clean", x_clean, min_ndim=2, dtype_kind="fiu")
     x_adv = _validation.check_array("x_adv", x_adv, min_ndim=2, dtype_kind="fiu")
-    if x_clean.shape != x_adv.shape:
-        raise ValueError(
-            "Arguments `x_clean` and `x_adv` must have the same shape (pairs in "
-            f"the same order). Received: x_clean.shape={x_clean.shape}, "
-            f"x_adv.shape={x_adv.shape}"
-        )
+    _validation.check_same_shape(
+        "x_clean", x_clean, "x_adv", x_adv, hint=" (pairs in the same order)"
+    )
     _validation.check_positive_int("batch_size", batch_size)
     paths = resolve_layers(model, layers)
     available = set(resolve_layers(sanitized_model, lambda layer: True))

@@ -203,11 +203,7 @@ def layer_cosine_distances(model, x, x_other, *, layers=None, batch_size=128, ve
 
     x = _check_inputs("x", x)
     x_other = _check_inputs("x_other", x_other)
-    if x.shape != x_other.shape:
-        raise ValueError(
-            "Arguments `x` and `x_other` must have the same shape. "
-            f"Received: x.shape={x.shape}, x_other.shape={x_other.shape}"
-        )
+    _validation.check_same_shape("x", x, "x_other", x_other)
     _validation.check_positive_int("batch_size", batch_size)
     taps = _taps(model, layers)
 
@@ -260,11 +256,7 @@ def same_norm_noise(x, x_adv, *, seed=None, clip=None):
     """
     x = _check_inputs("x", x)
     x_adv = _check_inputs("x_adv", x_adv)
-    if x.shape != x_adv.shape:
-        raise ValueError(
-            "Arguments `x` and `x_adv` must have the same shape. "
-            f"Received: x.shape={x.shape}, x_adv.shape={x_adv.shape}"
-        )
+    _validation.check_same_shape("x", x, "x_adv", x_adv)
     n = len(x)
     delta = (x_adv - x).reshape(n, -1).astype(np.float64)
     norms = np.linalg.norm(delta, axis=1, keepdims=True)

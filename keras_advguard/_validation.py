@@ -139,6 +139,15 @@ def check_same_length(name_a, a, name_b, b):
         )
 
 
+def check_same_shape(name_a, a, name_b, b, hint=""):
+    """Raise `ValueError` unless `a.shape == b.shape`; `hint` ends the first sentence."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"Arguments `{name_a}` and `{name_b}` must have the same shape{hint}. "
+            f"Received: {name_a}.shape={a.shape}, {name_b}.shape={b.shape}"
+        )
+
+
 class NotFittedError(ValueError, AttributeError):
     """Raised when a scikit-learn style object is used before `fit`."""
 
