@@ -71,6 +71,7 @@ from keras_advguard.detectors import (  # noqa: E402
     KNNDetector,
     MedoidLSTMDetector,
 )
+from keras_advguard.layers import MedoidDistance  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--weights", help="InceptionV3 ImageNet weights file (.h5).")
@@ -201,8 +202,9 @@ else:
     class_ids = imagenet_indices(train_names)
     test, test_names = image_folder(args.test_dir)
     test_ids = imagenet_indices(test_names)
-    x_pool = np.concatenate([x for x, _ in test.as_numpy_iterator()])
-    y_pool = test_ids[np.concatenate([y for _, y in test.as_numpy_iterator()])]
+    batches = list(test.as_numpy_iterator())  # read and decode the images once
+    x_pool = np.concatenate([x for x, _ in batches])
+    y_pool = test_ids[np.concatenate([y for _, y in batches])]
 if args.random_weights:
     # Random weights get nothing right: attack the model's own labels instead.
     y_pool = np.argmax(model.predict(x_pool, batch_size=args.batch_size, verbose=0), axis=1)
@@ -235,18 +237,15 @@ medoids = ClassMedoids(
 """
 ## The detector
 
-`from_medoids` builds image -> taps -> distances `(11, C)` (standardized per
-block with statistics of the training images) -> `LSTM(100)` ->
-`Dense(1, sigmoid)`; the classifier inside is frozen.
+Image -> taps -> distances `(11, C)` -> `LSTM(100)` -> `Dense(1, sigmoid)`;
+the classifier inside is frozen. The distances are standardized per block
+with statistics of the training activations computed above
+(`MedoidLSTMDetector.from_medoids(..., standardization_data=...)` would run
+InceptionV3 over the training images a second time).
 """
 
-detector = MedoidLSTMDetector.from_medoids(
-    taps,
-    medoids,
-    standardize=True,
-    standardization_data=train.map(lambda x, y: x),
-    batch_size=args.batch_size,
-)
+distance = MedoidDistance.from_medoids(medoids, standardize=True).adapt(activations)
+detector = MedoidLSTMDetector(taps, distance)
 print("distance sequence:", detector.features(x_pool[:1]).shape[1:], "(blocks, classes)")
 
 """
