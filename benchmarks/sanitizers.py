@@ -928,19 +928,18 @@ def main():
         return
     start = time.perf_counter()
     # A run over some datasets keeps the saved results of the others.
-    kept, earlier = [], 0.0
+    kept = []
     if saved.exists():
         data = json.loads(saved.read_text())
         kept = [r for r in data["results"] if r["dataset"] not in args.datasets]
-        earlier = data["seconds"] if kept else 0.0
+    order = {"mnist": 0, "cifar10": 1}
     results = []
     for dataset in args.datasets:
         results.append(run_dataset(dataset, args.quick, prefix))
-        seconds = earlier + time.perf_counter() - start
-        order = {"mnist": 0, "cifar10": 1}
         merged = sorted(kept + results, key=lambda r: order[r["dataset"]])
+        seconds = sum(r["seconds"] for r in merged)  # each dataset's own run time
         saved.write_text(json.dumps({"results": merged, "seconds": seconds}, indent=1))
-        write_report(out, merged, sum(r["seconds"] for r in merged), args.quick)
+        write_report(out, merged, seconds, args.quick)
     log(f"wrote {out} and {saved.name} ({(time.perf_counter() - start) / 60:.1f} min)")
 
 
