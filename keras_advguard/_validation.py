@@ -161,3 +161,28 @@ def check_is_fitted(estimator, attributes):
             f"This {type(estimator).__name__} instance is not fitted yet. "
             "Call `fit` with appropriate arguments before using it."
         )
+
+
+def check_finite(name, value):
+    """Raise `ValueError` if the array `value` holds NaN or infinite entries.
+
+    Cheap on the arrays the library already holds in memory (one vectorised
+    pass, no copy); call it per batch where data is streamed, so a large
+    dataset is not read twice. Integer and boolean arrays are always finite.
+
+    Returns:
+        `value` unchanged.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return value
+    finite = np.isfinite(array)
+    if not finite.all():
+        n_nan = int(np.isnan(array).sum())
+        n_inf = int(array.size - finite.sum()) - n_nan
+        raise ValueError(
+            f"Argument `{name}` must hold finite values only. Received: {name} with "
+            f"{n_nan} NaN and {n_inf} infinite value(s) out of {array.size} "
+            f"(shape={array.shape})"
+        )
+    return value
