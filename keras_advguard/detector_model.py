@@ -1,288 +1,30 @@
 """`DetectorModel`: one functional model exposing a classifier's insides.
 
-This is the only module of keras_advguard that reaches inside a Keras model:
-layer paths, nested backbones, the logits behind a softmax and the pooling of
-feature maps all live here. Attacks, sanitizers and detectors go through
-`DetectorModel` or `as_logits_fn`.
+`DetectorModel` owns "run a model and collect what detectors need":
+activations of chosen layers (pooled), the prediction, the logits behind a
+softmax and the labels, over numpy arrays or `tf.data` datasets with bounded
+memory. Attacks, sanitizers and detectors go through `DetectorModel` or
+`as_logits_fn`.
 
-How it works: the wrapped model's graph is traced again from a fresh
-`keras.Input`, calling the *same* layer objects (so every weight is shared,
-nothing is copied or retrained), entering nested Functional and Sequential
-models, and recording the output of every layer under its path
-(`"backbone/block_1_expand"`). The chosen outputs become extra outputs of one
-functional model.
+The graph itself is walked by `keras_advguard._graph` (the one module reading
+Keras internals); layers are chosen by `keras_advguard._selectors`. The chosen
+outputs of the traced graph become extra outputs of one functional model that
+calls the *same* layer objects (every weight shared, nothing copied).
 """
 
+import os
 import re
+import uuid
 
 import keras
 import numpy as np
 
-from keras_advguard import _validation
+from keras_advguard import _graph, _selectors, _validation
+from keras_advguard._graph import rebuild_model as rebuild_model
+from keras_advguard._selectors import resolve_layers as resolve_layers
+from keras_advguard.layers.dense_logits import DenseLogits as DenseLogits
 
 POOLING_MODES = ("avg", "max", "flatten", None)
-
-_PRESETS = {
-    "conv": "every convolution layer (Conv1D/2D/3D, separable, depthwise, transposed)",
-    "dense": "every Dense and EinsumDense layer",
-    "conv+dense": "every convolution and dense layer",
-    "inception_mixed": "the 11 `mixed0`..`mixed10` blocks of keras.applications.InceptionV3",
-}
-
-_CONV_CLASSES = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_DENSE_CLASSES = (keras.layers.Dense, keras.layers.EinsumDense)
-
-
-@keras.saving.register_keras_serializable(package="keras_advguard")
-class DenseLogits(keras.layers.Layer):
-    """The pre-activation output `x @ kernel + bias` of an existing `Dense`.
-
-    Used by `DetectorModel` to expose the logits of a classifier whose last
-    `Dense` layer applies the softmax itself. The wrapped layer's variables
-    are used as they are (shared, not copied).
-
-    Args:
-        dense: the `keras.layers.Dense` layer whose pre-activation to compute.
-        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
-    """
-
-    def __init__(self, dense, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(dense, dict):
-            dense = keras.saving.deserialize_keras_object(dense)
-        _validation.check_type("dense", dense, keras.layers.Dense)
-        self.dense = dense
-
-    def build(self, input_shape):
-        if not self.dense.built:
-            self.dense.build(input_shape)
-        self.built = True
-
-    def call(self, inputs):
-        kernel = keras.ops.cast(self.dense.kernel, self.compute_dtype)
-        outputs = keras.ops.matmul(keras.ops.cast(inputs, self.compute_dtype), kernel)
-        if self.dense.use_bias:
-            outputs = outputs + keras.ops.cast(self.dense.bias, self.compute_dtype)
-        return outputs
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.dense.units,)
-
-    def get_config(self):
-        config = super().get_config()
-        config["dense"] = keras.saving.serialize_keras_object(self.dense)
-        return config
-
-
-def _is_softmax(op):
-    """Whether `op` is a softmax layer or op (not a layer with fused softmax)."""
-    if isinstance(op, keras.layers.Softmax) or type(op).__name__ == "Softmax":
-        return True
-    if isinstance(op, keras.layers.Activation):
-        return getattr(op.activation, "__name__", "") == "softmax"
-    return False
-
-
-def _has_fused_softmax(op):
-    return getattr(getattr(op, "activation", None), "__name__", "") == "softmax"
-
-
-def _is_traceable(model):
-    """Functional models expose `_run_through_graph`; Sequential has `layers`."""
-    if isinstance(model, keras.Sequential):
-        return True
-    return hasattr(model, "_run_through_graph") and hasattr(model, "_nodes_by_depth")
-
-
-class _Tracer:
-    """Re-runs a model's graph on new symbolic inputs, recording every layer."""
-
-    def __init__(self, logits_layer=None, find_logits=True, replace=None, after=None):
-        self.outputs = {}  # path -> output of the first call of that layer
-        self.layers = {}  # path -> layer object
-        self.logits = None
-        self.logits_layer = logits_layer
-        self.find_logits = find_logits
-        self.replace = replace  # (path, layer, args, kwargs) -> output or None
-        self.after = after  # (path, layer, output) -> output
-
-    def record(self, path, layer, output):
-        if path not in self.outputs:
-            self.outputs[path] = output
-            self.layers[path] = layer
-        if self.logits_layer is not None and path == self.logits_layer:
-            self.logits = output
-
-    def trace(self, model, inputs, prefix="", is_last=True):
-        """Return `model`'s output on `inputs`, recording inner outputs."""
-        if isinstance(model, keras.Sequential):
-            layers = [
-                layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
-            ]
-            x = inputs
-            for i, layer in enumerate(layers):
-                x = self.call_op(layer, (x,), {}, prefix, is_last and i == len(layers) - 1)
-            return x
-        final_ops = {id(t._keras_history.operation) for t in model.outputs}
-
-        def operation_fn(op):
-            def call(*args, **kwargs):
-                last = is_last and id(op) in final_ops
-                return self.call_op(op, args, kwargs, prefix, last)
-
-            return call
-
-        return model._run_through_graph(inputs, operation_fn=operation_fn)
-
-    def call_op(self, op, args, kwargs, prefix, is_last):
-        name = getattr(op, "name", type(op).__name__)
-        path = prefix + name
-        if isinstance(op, keras.Model) and _is_traceable(op):
-            inner = args[0] if len(args) == 1 else list(args)
-            output = self.trace(op, inner, prefix=path + "/", is_last=is_last)
-            return self._after(path, op, output)
-        if self.replace is not None and isinstance(op, keras.layers.Layer):
-            output = self.replace(path, op, args, kwargs)
-            if output is not None:
-                return self._after(path, op, output)
-        if self.find_logits and is_last and self.logits_layer is None and self.logits is None:
-            if _is_softmax(op):
-                self.logits = args[0]
-            elif _has_fused_softmax(op) and isinstance(op, keras.layers.Dense):
-                self.logits = DenseLogits(op, dtype=op.dtype_policy, name=name + "_logits")(args[0])
-                output = keras.layers.Activation(
-                    "softmax", dtype=op.dtype_policy, name=name + "_softmax"
-                )(self.logits)
-                self.record(path, op, output)
-                return output
-            elif _has_fused_softmax(op):
-                raise ValueError(
-                    f"Layer '{path}' applies a softmax inside a {type(op).__name__}; "
-                    "only Dense layers with a fused softmax are supported. Split the "
-                    "activation into its own `Activation('softmax')` layer or pass "
-                    "`logits_layer=`."
-                )
-        output = op(*args, **kwargs)
-        if isinstance(op, keras.layers.Layer):
-            return self._after(path, op, output)
-        return output
-
-    def _after(self, path, op, output):
-        self.record(path, op, output)
-        if self.after is not None:
-            output = self.after(path, op, output)
-        return output
-
-
-def _describe_paths(paths, limit=60):
-    shown = ", ".join(paths[:limit])
-    if len(paths) > limit:
-        shown += f", ... ({len(paths) - limit} more)"
-    return shown
-
-
-def _resolve(selector, paths, layers):
-    """Paths (in graph order) chosen by one selector."""
-    leaf = [p for p in paths if not isinstance(layers[p], keras.Model)]
-    if isinstance(selector, str):
-        if selector in paths:
-            return [selector]
-        if selector in _PRESETS:
-            if selector == "inception_mixed":
-                return [p for p in leaf if re.fullmatch(r"mixed\d+", p.rsplit("/", 1)[-1])]
-            classes = {
-                "conv": _CONV_CLASSES,
-                "dense": _DENSE_CLASSES,
-                "conv+dense": _CONV_CLASSES + _DENSE_CLASSES,
-            }[selector]
-            return [p for p in leaf if isinstance(layers[p], classes)]
-        by_name = [p for p in paths if p.rsplit("/", 1)[-1] == selector]
-        if len(by_name) == 1:
-            return by_name
-        if len(by_name) > 1:
-            raise ValueError(
-                f"Layer name '{selector}' is ambiguous: it matches {by_name}. "
-                "Select it by its full path."
-            )
-        presets = ", ".join(f"'{k}'" for k in _PRESETS)
-        raise ValueError(
-            f"No layer '{selector}'. Layers: {_describe_paths(paths)}. Presets: {presets}."
-        )
-    if isinstance(selector, type):
-        if not issubclass(selector, keras.layers.Layer):
-            raise TypeError(
-                "A class given in `layers` must be a subclass of keras.layers.Layer. "
-                f"Received: {selector!r}"
-            )
-        return [p for p in paths if isinstance(layers[p], selector)]
-    if isinstance(selector, keras.layers.Layer):
-        found = [p for p in paths if layers[p] is selector]
-        if not found:
-            raise ValueError(
-                f"Layer object '{selector.name}' is not part of the model. "
-                f"Layers: {_describe_paths(paths)}"
-            )
-        return found[:1]
-    if callable(selector):
-        return [p for p in leaf if selector(layers[p])]
-    raise TypeError(
-        "Each entry of `layers` must be a layer name or path, a preset name, a "
-        "layer class, a layer object or a predicate `layer -> bool`. "
-        f"Received: {selector!r} of type {type(selector).__name__}"
-    )
-
-
-def _check_model(model):
-    if isinstance(model, DetectorModel):
-        model = model.base_model
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Argument `model` must be a keras.Model (Functional or Sequential). "
-            f"Received: model of type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            f"Model '{model.name}' is not built. Build it first, e.g. give it a "
-            "`keras.Input` or call `model.build(input_shape)`."
-        )
-    if not _is_traceable(model):
-        raise ValueError(
-            f"Model '{model.name}' is a subclassed keras.Model: its internal "
-            "layers cannot be reached. Rebuild it as a Functional or Sequential "
-            "model (it may contain subclassed layers), or pass a callable that "
-            "returns logits where a callable is accepted."
-        )
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if not inputs:
-        raise ValueError(
-            f"Model '{model.name}' has no defined input. Build it with a "
-            "`keras.Input` (or `model.build(input_shape)`)."
-        )
-    if len(inputs) != 1:
-        raise ValueError(
-            f"DetectorModel needs a model with exactly one input. Model "
-            f"'{model.name}' has {len(inputs)} inputs."
-        )
-    if len(model.outputs) != 1:
-        raise ValueError(
-            f"DetectorModel needs a model with exactly one output. Model "
-            f"'{model.name}' has {len(model.outputs)} outputs."
-        )
-    return model
 
 
 def _pool(tensor, pooling, path):
@@ -373,28 +115,26 @@ class DetectorModel(keras.Model):
         # === Checks ===
         if isinstance(model, dict):
             model = keras.saving.deserialize_keras_object(model)
-        model = _check_model(model)
+        model = _graph.check_model(model)
         _validation.check_choice("pooling", pooling, POOLING_MODES)
         if logits_layer is not None:
             _validation.check_type("logits_layer", logits_layer, str, "a layer path (str)")
 
         # === Trace the graph from a fresh input ===
-        inputs = _fresh_input(model)
-        tracer = _Tracer(logits_layer=logits_layer)
-        prediction = tracer.trace(model, inputs)
-        paths = list(tracer.outputs)
-        if logits_layer is not None and logits_layer not in tracer.outputs:
+        graph = _graph.trace(model, logits_layer=logits_layer, find_logits=True)
+        inputs, prediction, paths = graph.inputs, graph.prediction, graph.paths
+        if logits_layer is not None and logits_layer not in graph.outputs:
             raise ValueError(
                 f"No layer '{logits_layer}' (argument `logits_layer`). "
-                f"Layers: {_describe_paths(paths)}"
+                f"Layers: {_graph.describe_paths(paths)}"
             )
-        logits = tracer.logits if tracer.logits is not None else prediction
+        logits = graph.logits if graph.logits is not None else prediction
 
         # === Select and pool the taps ===
-        tap_names = _select(_selectors(layers), paths, tracer.layers)
+        tap_names = _selectors.select(_selectors.as_list(layers), paths, graph.layers)
         activations = {}
         for path in tap_names:
-            tensor = tracer.outputs[path]
+            tensor = graph.outputs[path]
             if not isinstance(tensor, keras.KerasTensor):
                 raise ValueError(
                     f"The output of layer '{path}' is not a single tensor (it is a "
@@ -404,7 +144,7 @@ class DetectorModel(keras.Model):
 
         # === Functional model ===
         leaf_names = {}
-        for path, layer in tracer.layers.items():
+        for path, layer in graph.layers.items():
             if not isinstance(layer, keras.Model):
                 leaf_names.setdefault(layer.name, []).append(path)
         clashes = {n: p for n, p in leaf_names.items() if len(p) > 1}
@@ -430,7 +170,13 @@ class DetectorModel(keras.Model):
         self.tap_names = tap_names
         self.pooling = pooling
         self.logits_layer = logits_layer
-        self.has_softmax = tracer.logits is not None and logits_layer is None
+        self.has_softmax = graph.logits is not None and logits_layer is None
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Save to a `.keras` file atomically (`keras_advguard.save_model`)."""
+        from keras_advguard.saving import save_model
+
+        return save_model(self, filepath, overwrite=overwrite, **kwargs)
 
     def get_config(self):
         return {
@@ -452,8 +198,106 @@ class DetectorModel(keras.Model):
     def _input_rank(self):
         return len(self.inputs[0].shape)
 
+    def collect(self, x, *, batch_size=128, verbose=0, cache_dir=None):
+        """Run the model once over `x` and collect what detectors need.
+
+        The one activation pass of the library: every detector fits and
+        scores through it. Each batch is checked before it reaches the model:
+        its shape against the model's input shape (on every call, also after
+        the model was compiled for another shape) and its values (NaN and
+        infinite pixels are refused, batch by batch, without a second pass
+        over the data).
+
+        Memory: numpy inputs (and unbatched datasets of known size) fill
+        arrays preallocated for the `N` samples, so the peak is the result
+        plus one batch; other datasets keep the per-batch arrays until the
+        end. With `cache_dir`, the activations go to memory-mapped `.npy`
+        files there instead of memory.
+
+        Args:
+            x: numpy array `(N, *input_shape)`, or a `tf.data.Dataset` (batched
+                or not) yielding inputs or `(inputs, labels)` pairs.
+            batch_size: batch size for numpy inputs and unbatched datasets.
+                Defaults to `128`.
+            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
+            cache_dir: an existing folder for the activation files (the
+                caller deletes them; keep the folder until the arrays are no
+                longer used). Defaults to `None` (in memory).
+
+        Returns:
+            A dict:
+            `"activations"`: `{tap_path: array (N, ...)}` in graph order;
+            `"logits"`: `(N, C)`, the pre-softmax output;
+            `"prediction"`: `(N, C)`, what the model outputs (probabilities
+            when it ends in softmax);
+            `"predicted_class"`: int64 `(N,)`, the argmax of the prediction;
+            `"labels"`: int64 `(N,)`, the dataset's labels (one-hot labels
+            are turned into class ids) when `x` is a dataset of
+            `(inputs, labels)` pairs, else `None`.
+            An empty `x` gives arrays of length 0 with the right trailing
+            shapes and dtypes.
+
+        Raises:
+            ValueError: an input whose shape does not fit the model, an input
+                with NaN or infinite values (the message names `x` and counts
+                them), labels that are not class ids or one-hot rows.
+            TypeError: an input that is not numeric.
+
+        Example:
+
+            >>> import keras, numpy as np
+            >>> from keras_advguard import DetectorModel
+            >>> classifier = keras.Sequential([
+            ...     keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="fc"),
+            ...     keras.layers.Dense(3, activation="softmax", name="out")])
+            >>> out = DetectorModel(classifier, layers="fc").collect(np.ones((5, 4)))
+            >>> out["activations"]["fc"].shape, out["logits"].shape, out["labels"]
+            ((5, 8), (5, 3), None)
+            >>> out["predicted_class"].dtype
+            dtype('int64')
+        """
+        from keras_advguard import _batching
+
+        _validation.check_positive_int("batch_size", batch_size)
+        if cache_dir is not None and not os.path.isdir(cache_dir):
+            raise ValueError(
+                "Argument `cache_dir` must be an existing folder. "
+                f"Received: cache_dir={cache_dir!r}"
+            )
+        x = self._check_inputs(x)
+        is_dataset = _batching.is_tf_dataset(x)
+        with_labels = is_dataset and _batching.has_labels(x)
+        n = _known_length(x, self._input_rank)
+        shapes = self._output_shapes()
+        token = uuid.uuid4().hex[:12]  # two calls may share a cache_dir
+        stores = {key: _Store(n, cache_dir, f"{token}_{i:04d}") for i, key in enumerate(shapes)}
+        if with_labels:
+            stores["labels"] = _Store(n, None, "labels")
+        for outputs, yb in self.iter_activations(x, batch_size=batch_size, verbose=verbose):
+            flat = {f"activations/{name}": outputs["activations"][name] for name in self.tap_names}
+            flat["logits"] = outputs["logits"]
+            flat["prediction"] = outputs["prediction"]
+            flat["predicted_class"] = np.argmax(outputs["prediction"], axis=-1).astype(np.int64)
+            if with_labels:
+                flat["labels"] = _as_labels(yb, len(flat["logits"]))
+            for key, value in flat.items():
+                stores[key].append(value)
+        empty = {key: (shape, dtype) for key, (shape, dtype) in shapes.items()}
+        empty["labels"] = ((), np.int64)
+        result = {key: store.finish(*empty[key]) for key, store in stores.items()}
+        return {
+            "activations": {name: result[f"activations/{name}"] for name in self.tap_names},
+            "logits": result["logits"],
+            "prediction": result["prediction"],
+            "predicted_class": result["predicted_class"],
+            "labels": result["labels"] if with_labels else None,
+        }
+
     def activations(self, x, batch_size=128, verbose=0):
         """Tapped activations of `x`, computed batch by batch.
+
+        The `"activations"` part of `collect` (same checks, same memory
+        bound).
 
         Args:
             x: numpy array `(N, ...)` or a `tf.data.Dataset` yielding inputs or
@@ -462,42 +306,22 @@ class DetectorModel(keras.Model):
             verbose: `0` silent, `1` a progress bar. Defaults to `0`.
 
         Returns:
-            A dict `{layer_path: numpy array (N, ...)}` in graph order. Only
-            one batch of activations is alive inside the model at a time; the
-            returned (pooled) arrays grow with `N`. For maps too large to keep,
-            iterate with `iter_activations`.
-        """
-        from keras_advguard import _batching
+            A dict `{layer_path: numpy array (N, ...)}` in graph order (arrays
+            of length 0 for an empty `x`). Only one batch of activations is
+            alive inside the model at a time; the returned (pooled) arrays
+            grow with `N`. For maps too large to keep, iterate with
+            `iter_activations`.
 
-        _validation.check_positive_int("batch_size", batch_size)
-        if not self.tap_names:
-            return {}
-        if _batching.is_tf_dataset(x):
-            x = _batching.ensure_batched(x, batch_size, self._input_rank)
-            outputs = self.predict(x, batch_size=batch_size, verbose=verbose)
-            return {name: outputs["activations"][name] for name in self.tap_names}
-        # Numpy: N is known, so fill preallocated arrays batch by batch. Peak
-        # memory is the result plus one batch (Keras `predict` would keep every
-        # batch's outputs and then concatenate them: about twice the result).
-        n = len(x)
-        result, start = None, 0
-        for outputs, _ in self.iter_activations(x, batch_size=batch_size, verbose=verbose):
-            acts = outputs["activations"]
-            if result is None:
-                result = {
-                    name: np.empty((n,) + acts[name].shape[1:], acts[name].dtype)
-                    for name in self.tap_names
-                }
-            stop = start + len(acts[self.tap_names[0]])
-            for name in self.tap_names:
-                result[name][start:stop] = acts[name]
-            start = stop
-        return result
+        Raises:
+            ValueError: as `collect`.
+        """
+        return self.collect(x, batch_size=batch_size, verbose=verbose)["activations"]
 
     def iter_activations(self, x, batch_size=128, verbose=0):
         """Yield the outputs batch by batch: `(outputs_dict, labels_or_None)`.
 
-        Memory stays bounded by one batch whatever the dataset size.
+        Memory stays bounded by one batch whatever the dataset size. Every
+        batch is checked as in `collect` (input shape, finite values).
 
         Args:
             x: numpy array or `tf.data.Dataset` of inputs or `(inputs, labels)`.
@@ -507,120 +331,188 @@ class DetectorModel(keras.Model):
         Yields:
             `(outputs, y)` where `outputs` is the model's output dict as numpy
             arrays for one batch and `y` the batch's labels (or `None`).
+
+        Raises:
+            ValueError: as `collect`.
         """
         from keras_advguard import _batching, _progress
 
         _validation.check_positive_int("batch_size", batch_size)
+        x = self._check_inputs(x)
         rank = self._input_rank
         bar = _progress.progress_bar(_batching.num_batches(x, batch_size, rank), verbose=verbose)
         with_labels = _batching.is_tf_dataset(x) and _batching.has_labels(x)
         batches = _batching.iterate_batches(x, batch_size, with_labels=with_labels, input_rank=rank)
+        start = 0
         for step, item in enumerate(batches, start=1):
             xb, yb = item if with_labels else (item, None)
-            out = self.predict_on_batch(xb)
+            self._check_batch(xb, start)
+            if self.distribute_strategy.num_replicas_in_sync == 1:
+                out = self.predict_on_batch(xb)
+            else:  # Keras's predict_on_batch runs the whole batch on every replica
+                out = self.predict(xb, batch_size=len(xb), verbose=0)
+            start += len(xb)
             yield keras.tree.map_structure(np.asarray, out), yb
             bar.update(step)
 
+    # ------------------------------------------------------------------
+    # Input checks shared by collect / activations / iter_activations
 
-def _fresh_input(model):
-    spec = model.inputs[0]
-    return keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name="inputs")
+    def _input_shape_text(self):
+        return "(N, " + ", ".join(str(d) for d in self.inputs[0].shape[1:]) + ")"
 
+    def _fits_input_shape(self, shape):
+        expected = tuple(self.inputs[0].shape[1:])
+        if len(shape) != len(expected) + 1:
+            return False
+        return all(e is None or s is None or s == e for s, e in zip(shape[1:], expected))
 
-def _selectors(layers):
-    if layers is None:
-        return []
-    return list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    def _check_inputs(self, x):
+        """Numpy conversion and the up-front shape check (datasets: their spec)."""
+        from keras_advguard import _batching
 
-
-def _select(selectors, paths, layer_map):
-    chosen = set()
-    for selector in selectors:
-        found = _resolve(selector, paths, layer_map)
-        if not found:
-            raise ValueError(
-                f"Selector {selector!r} in `layers` matches no layer. "
-                f"Layers: {_describe_paths(paths)}"
+        if _batching.is_tf_dataset(x):
+            spec = _batching._input_spec(x)
+            shape = tuple(spec.shape)
+            if len(shape) == self._input_rank - 1:  # unbatched elements
+                shape = (None,) + shape
+            if not self._fits_input_shape(shape):
+                raise ValueError(
+                    f"The dataset's inputs must fit the model's input shape "
+                    f"{self._input_shape_text()}. Received: a dataset yielding inputs of "
+                    f"shape {spec.shape}"
+                )
+            return x
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except Exception as e:  # noqa: BLE001 - re-raised with context
+                raise TypeError(
+                    "Argument `x` must be a numpy array or a tf.data.Dataset. "
+                    f"Received: x of type {type(x).__name__}"
+                ) from e
+        if x.dtype.kind not in "biuf":
+            raise TypeError(
+                "Argument `x` must hold numbers. "
+                f"Received: x with dtype={x.dtype} (type {type(x).__name__})"
             )
-        chosen.update(found)
-    return [p for p in paths if p in chosen]
-
-
-def resolve_layers(model, layers):
-    """Paths of the layers of `model` chosen by `layers`, in graph order.
-
-    Uses the same selectors as `DetectorModel` (names, nested paths, classes,
-    layer objects, predicates, presets) and raises the same errors.
-
-    Args:
-        model: a built Functional or Sequential `keras.Model`.
-        layers: a selector or a list of selectors.
-
-    Returns:
-        A list of layer paths such as `["conv1", "backbone/block_1_expand"]`.
-
-    Example:
-
-        >>> import keras
-        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc1"),
-        ...                           keras.layers.Dense(2, name="fc2")])
-        >>> resolve_layers(model, keras.layers.Dense)
-        ['fc1', 'fc2']
-    """
-    model = _check_model(model)
-    tracer = _Tracer(find_logits=False)
-    tracer.trace(model, _fresh_input(model))
-    return _select(_selectors(layers), list(tracer.outputs), tracer.layers)
-
-
-def rebuild_model(model, *, after=None, replace=None, outputs=None, name=None):
-    """Rebuild `model` as one flat functional model, with hooks on each layer.
-
-    The graph is run again from a fresh input calling the *same* layer
-    objects (weights shared), entering nested models. This is the one place
-    through which `sanitize` inserts layers and the entropy detector swaps
-    ReLU gradients; user code rarely needs it.
-
-    Args:
-        model: a built Functional or Sequential `keras.Model`.
-        after: optional `(path, layer, output) -> output`, called after each
-            layer (and each nested model) with its output; what it returns
-            replaces that output for every consumer downstream (e.g. a
-            sanitizer applied to it).
-        replace: optional `(path, layer, args, kwargs) -> output or None`,
-            called instead of the layer; returning `None` calls the layer as
-            usual.
-        outputs: optional list of layer paths whose outputs (after `after`)
-            are returned too; then the model's output is a dict
-            `{"prediction": ..., path: ...}`.
-        name: name of the new model. Defaults to `model.name + "_rebuilt"`.
-
-    Returns:
-        A functional `keras.Model` with the same input as `model`.
-    """
-    model = _check_model(model)
-    recorded = {}
-
-    def _after(path, layer, output):
-        if after is not None:
-            output = after(path, layer, output)
-        recorded[path] = output
-        return output
-
-    tracer = _Tracer(find_logits=False, replace=replace, after=_after)
-    inputs = _fresh_input(model)
-    prediction = tracer.trace(model, inputs)
-    if outputs is None:
-        result = prediction
-    else:
-        missing = [p for p in outputs if p not in recorded]
-        if missing:
+        if not self._fits_input_shape(x.shape):
             raise ValueError(
-                f"No layer {missing[0]!r} (argument `outputs`). "
-                f"Layers: {_describe_paths(list(recorded))}"
+                f"Argument `x` must have shape {self._input_shape_text()} (the model's "
+                f"input shape). Received: x with shape={x.shape}"
             )
-        result = {"prediction": prediction, **{p: recorded[p] for p in outputs}}
-    return keras.Model(inputs, result, name=name or f"{model.name}_rebuilt")
+        return x
+
+    def _check_batch(self, xb, start):
+        if not self._fits_input_shape(xb.shape):
+            raise ValueError(
+                f"Argument `x` must have shape {self._input_shape_text()} (the model's "
+                f"input shape). Received: a batch of x with shape={xb.shape} "
+                f"(samples {start}..{start + len(xb) - 1})"
+            )
+        try:
+            _validation.check_finite("x", xb)
+        except ValueError as e:
+            raise ValueError(f"{e}, in samples {start}..{start + len(xb) - 1}") from None
+
+    def _output_shapes(self):
+        """`{key: (trailing shape, dtype)}` of `collect`'s arrays, from the graph."""
+        out = self.output
+
+        def spec(tensor):
+            return tuple(d or 0 for d in tensor.shape[1:]), np.dtype(tensor.dtype)
+
+        shapes = {f"activations/{n}": spec(out["activations"][n]) for n in self.tap_names}
+        shapes["logits"] = spec(out["logits"])
+        shapes["prediction"] = spec(out["prediction"])
+        shapes["predicted_class"] = ((), np.dtype(np.int64))
+        return shapes
+
+
+def _known_length(x, input_rank):
+    """`N` when it is known before the pass (numpy, unbatched finite datasets)."""
+    from keras_advguard import _batching
+
+    if not _batching.is_tf_dataset(x):
+        return len(x)
+    n = int(x.cardinality())
+    if n < 0 or _batching.is_batched(x, input_rank):
+        return None
+    return n
+
+
+def _as_labels(yb, n):
+    """A batch of labels as int64 class ids (one-hot rows -> argmax)."""
+    y = np.asarray(yb)
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = np.argmax(y, axis=1)
+    elif y.ndim == 2:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n or y.dtype.kind not in "biuf":
+        raise ValueError(
+            "The dataset's labels must be class ids `(B,)` or one-hot rows `(B, C)`, one "
+            f"per input. Received: labels of shape {y.shape} and dtype {y.dtype} for a "
+            f"batch of {n} inputs"
+        )
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(
+                "The dataset's labels must be integer class ids. Received: labels "
+                f"{y[:5].tolist()}..."
+            )
+    return y.astype(np.int64)
+
+
+class _Store:
+    """The batches of one output: a preallocated array (or `.npy` memory map) or chunks."""
+
+    def __init__(self, n, folder, stem):
+        self.n = n
+        self.folder = folder
+        self.stem = stem
+        self.array = None
+        self.chunks = []
+        self.raw = None
+        self.rows = 0
+        self.tail = None
+
+    def append(self, value):
+        value = np.asarray(value)
+        if self.tail is None:
+            self.tail = (value.shape[1:], value.dtype)
+        stop = self.rows + len(value)
+        if self.n is not None:
+            if self.array is None:
+                shape = (self.n,) + value.shape[1:]
+                if self.folder is None:
+                    self.array = np.empty(shape, value.dtype)
+                else:
+                    path = os.path.join(self.folder, f"{self.stem}.npy")
+                    self.array = np.lib.format.open_memmap(
+                        path, mode="w+", dtype=value.dtype, shape=shape
+                    )
+            self.array[self.rows : stop] = value
+        elif self.folder is None:
+            self.chunks.append(value)
+        else:
+            self.raw = os.path.join(self.folder, f"{self.stem}.bin")
+            with open(self.raw, "ab") as f:
+                f.write(np.ascontiguousarray(value, dtype=self.tail[1]).tobytes())
+        self.rows = stop
+
+    def finish(self, shape, dtype):
+        if self.rows == 0:
+            return np.empty((0,) + tuple(shape), dtype)
+        if self.array is not None:
+            if isinstance(self.array, np.memmap):
+                self.array.flush()
+            return self.array[: self.rows]
+        if self.raw is not None:
+            tail_shape, tail_dtype = self.tail
+            return np.memmap(
+                self.raw, dtype=tail_dtype, mode="r", shape=(self.rows,) + tuple(tail_shape)
+            )
+        return np.concatenate(self.chunks)
 
 
 def as_logits_fn(model):

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_advguard import DetectorModel, as_logits_fn
+from tests._model_saving_test_case import run_model_saving_test
 
 
 def _sequential():
@@ -193,21 +194,17 @@ def test_logits_layer_override(x8):
 
 def test_save_and_load_safe_mode(tmp_path, x8):
     model, _ = _nested()
-    detector = DetectorModel(model, layers=["backbone/b_conv1", "dense"], pooling="max")
-    path = tmp_path / "detector.keras"
-    detector.save(path)
-    loaded = keras.models.load_model(path)  # safe_mode=True by default
-    assert isinstance(loaded, DetectorModel)
-    assert loaded.tap_names == detector.tap_names
-    for a, b in zip(keras.tree.flatten(detector(x8)), keras.tree.flatten(loaded(x8))):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    init_kwargs = {"model": model, "layers": ["backbone/b_conv1", "dense"], "pooling": "max"}
+    loaded = run_model_saving_test(DetectorModel, init_kwargs, x8, folder=str(tmp_path))
+    assert loaded.tap_names == ["backbone/b_conv1", "dense"]
+    assert loaded.pooling == "max"
 
 
 def test_save_and_load_dense_softmax_logits(tmp_path, x8):
-    detector = DetectorModel(_sequential(), layers="conv")
-    detector.save(tmp_path / "d.keras")
-    loaded = keras.models.load_model(tmp_path / "d.keras")
-    np.testing.assert_allclose(loaded(x8)["logits"], detector(x8)["logits"], atol=1e-6)
+    loaded = run_model_saving_test(
+        DetectorModel, {"model": _sequential(), "layers": "conv"}, x8, folder=str(tmp_path)
+    )
+    assert loaded.has_softmax  # the logits behind the fused softmax, found again
 
 
 def test_activations_batched_numpy_and_dataset(x8):
@@ -430,3 +427,122 @@ def test_rebuild_model_replace_hook_inside_nested_model(x8):
     rebuilt = rebuild_model(model, replace=double_conv2, outputs=["backbone/b_conv2"])
     inner = np.asarray(keras.Model(backbone.inputs, backbone.get_layer("b_conv2").output)(x8))
     np.testing.assert_allclose(rebuilt(x8)["backbone/b_conv2"], 2 * inner, atol=1e-6)
+
+
+# ----------------------------------------------------------------------
+# collect: the one activation pass of the detectors
+
+
+def test_collect_matches_the_model_and_numpy(x8):
+    model = _sequential()
+    detector = DetectorModel(model, layers=["conv1", "fc"])
+    x = np.random.default_rng(4).random((11, 8, 8, 1), dtype=np.float32)
+    out = detector.collect(x, batch_size=4)
+    assert sorted(out) == ["activations", "labels", "logits", "predicted_class", "prediction"]
+    assert out["labels"] is None
+    conv1 = np.asarray(keras.Model(model.inputs, model.get_layer("conv1").output)(x))
+    np.testing.assert_allclose(out["activations"]["conv1"], conv1.mean(axis=(1, 2)), atol=1e-6)
+    np.testing.assert_allclose(out["logits"], _manual_logits_sequential(model, x), atol=1e-5)
+    probabilities = np.asarray(model(x))
+    np.testing.assert_allclose(out["prediction"], probabilities, atol=1e-6)
+    assert out["predicted_class"].dtype == np.int64
+    np.testing.assert_array_equal(out["predicted_class"], probabilities.argmax(axis=1))
+    # The same through tf.data (batched, unbatched), with integer or one-hot labels.
+    labels = np.arange(11) % 5
+    for dataset in (
+        tf.data.Dataset.from_tensor_slices((x, labels)).batch(3),
+        tf.data.Dataset.from_tensor_slices((x, np.eye(5, dtype="float32")[labels])),
+    ):
+        from_dataset = detector.collect(dataset, batch_size=4)
+        assert from_dataset["labels"].dtype == np.int64
+        np.testing.assert_array_equal(from_dataset["labels"], labels)
+        np.testing.assert_allclose(from_dataset["logits"], out["logits"], atol=1e-6)
+        np.testing.assert_allclose(
+            from_dataset["activations"]["fc"], out["activations"]["fc"], atol=1e-6
+        )
+    # `activations` is the same pass.
+    np.testing.assert_allclose(detector.activations(x)["fc"], out["activations"]["fc"], atol=1e-6)
+
+
+def test_collect_to_memory_maps(tmp_path):
+    detector = DetectorModel(_sequential(), layers=["conv2", "fc"])
+    x = np.random.default_rng(5).random((9, 8, 8, 1), dtype=np.float32)
+    in_memory = detector.collect(x, batch_size=4)
+    on_disk = detector.collect(x, batch_size=4, cache_dir=str(tmp_path))
+    from_dataset = detector.collect(
+        tf.data.Dataset.from_tensor_slices(x).batch(2), cache_dir=str(tmp_path)
+    )
+    for out in (on_disk, from_dataset):
+        assert isinstance(out["activations"]["conv2"], np.memmap)
+        for name in detector.tap_names:
+            np.testing.assert_allclose(
+                out["activations"][name], in_memory["activations"][name], atol=1e-6
+            )
+    with pytest.raises(ValueError, match="cache_dir"):
+        detector.collect(x, cache_dir=str(tmp_path / "missing"))
+
+
+def test_non_finite_inputs_are_refused_with_a_count(x8):
+    detector = DetectorModel(_sequential(), layers=["conv1"])
+    bad = x8.copy()
+    bad[3, 0, 0, 0] = np.nan
+    bad[3, 2, 2, 0] = np.nan
+    bad[4, 1, 1, 0] = np.inf
+    # The ReLU would turn NaN into finite activations: refused before the model.
+    with pytest.raises(ValueError, match=r"`x`.*2 NaN and 1 infinite"):
+        detector.activations(bad)
+    with pytest.raises(ValueError, match=r"`x`.*0 NaN and 1 infinite.*samples 2\.\.2"):
+        detector.collect(bad[[0, 1, 4]], batch_size=2)
+    with pytest.raises(ValueError, match=r"`x`.*2 NaN"):
+        detector.collect(tf.data.Dataset.from_tensor_slices(bad).batch(2))
+    with pytest.raises(ValueError, match=r"`x`.*NaN"):
+        next(detector.iter_activations(bad[3:]))
+
+
+def test_input_shape_is_checked_on_every_call(x8):
+    detector = DetectorModel(_sequential(), layers=["conv1", "fc"])
+    detector.activations(x8)  # compiles the predict function for (B, 8, 8, 1)
+    rng = np.random.default_rng(6)
+    for shape in [(5, 10, 10, 1), (5, 12, 12, 1), (5, 8, 8, 3), (5, 8, 8), (5, 64)]:
+        with pytest.raises(ValueError, match=r"`x` must have shape \(N, 8, 8, 1\).*" + str(shape)):
+            detector.activations(rng.random(shape, dtype=np.float32))
+        with pytest.raises(ValueError, match=r"\(N, 8, 8, 1\)"):
+            detector.collect(tf.data.Dataset.from_tensor_slices(rng.random(shape, "float32")))
+    # A dataset whose spec hides the spatial size is checked batch by batch.
+    hidden = tf.data.Dataset.from_generator(
+        lambda: iter([rng.random((2, 10, 10, 1), dtype=np.float32)]),
+        output_signature=tf.TensorSpec((None, None, None, 1), tf.float32),
+    )
+    with pytest.raises(ValueError, match=r"batch of x with shape=\(2, 10, 10, 1\)"):
+        detector.collect(hidden)
+    with pytest.raises(TypeError, match="must hold numbers"):
+        detector.collect(np.array([["a"]]))
+
+
+def test_empty_input_gives_empty_arrays_of_the_right_shape():
+    detector = DetectorModel(_sequential(), layers=["conv1", "conv2", "fc"], pooling=None)
+    empty = np.zeros((0, 8, 8, 1), np.float32)
+    acts = detector.activations(empty)
+    assert {name: a.shape for name, a in acts.items()} == {
+        "conv1": (0, 6, 6, 4),
+        "conv2": (0, 4, 4, 6),
+        "fc": (0, 12),
+    }
+    assert all(a.dtype == np.float32 for a in acts.values())
+    out = detector.collect(tf.data.Dataset.from_tensor_slices((empty, np.zeros(0, int))))
+    assert out["logits"].shape == (0, 5) and out["prediction"].shape == (0, 5)
+    assert out["predicted_class"].shape == (0,) and out["predicted_class"].dtype == np.int64
+    assert out["labels"].shape == (0,) and out["labels"].dtype == np.int64
+
+
+def test_collect_progress_bar_and_bad_labels(x8, capsys):
+    detector = DetectorModel(_sequential(), layers="fc")
+    detector.collect(x8, batch_size=2, verbose=1)
+    assert "3/3" in capsys.readouterr().out
+    detector.collect(x8, batch_size=2, verbose=0)
+    assert capsys.readouterr().out == ""
+    fractional = tf.data.Dataset.from_tensor_slices((x8, np.full(5, 0.5, "float32")))
+    with pytest.raises(ValueError, match="integer class ids"):
+        detector.collect(fractional)
+    with pytest.raises(ValueError, match="batch_size"):
+        detector.collect(x8, batch_size=0)

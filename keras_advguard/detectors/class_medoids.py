@@ -1,7 +1,6 @@
 """Exact L2 medoids of each class at each tapped layer (Caldelli et al.)."""
 
 import math
-import os
 import tempfile
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -190,12 +189,10 @@ class ClassMedoids:
             used[c] = len(members)
             for key, value in layers.items():
                 points = np.asarray(value[members])
-                if not np.isfinite(points.sum(dtype=np.float64)):
-                    raise ValueError(
-                        f"Activations must be finite. Received: "
-                        f"activations_by_layer[{key!r}] with NaN or inf values "
-                        f"in class {c}"
-                    )
+                try:  # per class: a memory map is read once
+                    _validation.check_finite(f"activations_by_layer[{key!r}]", points)
+                except ValueError as error:
+                    raise ValueError(f"{error}, in the samples of class {c}") from None
                 local = _medoid_index(points, self.block_size)
                 indices[key][c] = members[local]
                 medoids[key][c] = points[local]
@@ -211,10 +208,8 @@ class ClassMedoids:
         """Run `detector_model` over `x` and fit the medoids of its taps.
 
         Args:
-            detector_model: a `keras_advguard.DetectorModel` (anything with
-                `tap_names` and `iter_activations(x, batch_size=..., verbose=...)`
-                yielding `(outputs, labels)` with
-                `outputs = {"prediction": ..., "activations": {name: array}}`).
+            detector_model: a `keras_advguard.DetectorModel` (its `collect`
+                is the activation pass).
             x: numpy array of inputs, or a `tf.data.Dataset` yielding
                 `(inputs, labels)` pairs (batched or not).
             y: labels for a numpy `x` (int `(N,)` or one-hot `(N, C)`); must be
@@ -222,8 +217,8 @@ class ClassMedoids:
             batch_size: batch size for numpy inputs and unbatched datasets.
                 Defaults to `128`.
             cache_dir: when set, the pooled activations are written to
-                temporary files in this folder and read back one class at a
-                time (for training sets whose activations do not fit in
+                temporary (memory-mapped) files in this folder and read back
+                one class at a time (for training sets whose activations do not fit in
                 memory); the files are deleted before returning. Defaults to
                 `None` (kept in memory).
 
@@ -252,6 +247,11 @@ class ClassMedoids:
                     "(x, y) pairs; `y` must be None. Received: y of type "
                     f"{type(y).__name__}"
                 )
+            if not _batching.has_labels(x):
+                raise ValueError(
+                    "The dataset must yield (x, y) pairs with the labels. "
+                    f"Received a dataset with element_spec={x.element_spec}"
+                )
         else:
             if y is None:
                 raise ValueError("Labels `y` are required for array inputs. Received: y=None")
@@ -259,26 +259,23 @@ class ClassMedoids:
             _validation.check_same_length("x", x, "y", y)
 
         with tempfile.TemporaryDirectory(dir=cache_dir) if cache_dir else nullcontext() as tmp:
-            store = _ActivationStore(names, tmp)
-            predictions, labels = [], []
-            for outputs, yb in detector_model.iter_activations(
-                x, batch_size=batch_size, verbose=self.verbose
-            ):
-                store.append(outputs["activations"])
-                if self.only_correct:
-                    predictions.append(_as_class_ids("prediction", outputs["prediction"]))
-                if is_dataset:
-                    if yb is None:
-                        raise ValueError(
-                            "The dataset must yield (x, y) pairs with the labels. "
-                            f"Received a dataset with element_spec={x.element_spec}"
-                        )
-                    labels.append(_as_class_ids("y", yb))
-            activations = store.finish()
-            labels = np.concatenate(labels) if is_dataset else y
-            predictions = np.concatenate(predictions) if self.only_correct else None
+            collected = detector_model.collect(
+                x, batch_size=batch_size, verbose=self.verbose, cache_dir=tmp
+            )
+            activations = collected["activations"]
+            for name, value in activations.items():
+                if value.ndim != 2:
+                    raise ValueError(
+                        "Activations must be 2-D (batch, features) to compute medoids; "
+                        "pool the maps in the DetectorModel (pooling='avg'). Received: "
+                        f"activations[{name!r}] with shape={value.shape}"
+                    )
+            if len(collected["predicted_class"]) == 0:
+                raise ValueError("Argument `x` must not be empty. Received: x with 0 samples")
+            labels = collected["labels"] if is_dataset else y
+            predictions = collected["predicted_class"] if self.only_correct else None
             self.fit(activations, labels, predictions=predictions)
-            del activations, store
+            del activations, collected
         return self
 
     def _check_params(self):
@@ -351,13 +348,25 @@ def _medoid_index(points, block_size):
     # ||a||^2 + ||b||^2 - 2ab is relative to the class spread, not its offset.
     # Float32 points minus a float32 center: the shift is exact for every point
     # alike, the subtraction's rounding is relative to the centered value.
+    # Scaled by a power of two (exact, and the medoid does not change) so that
+    # the largest centered coordinate lies in [0.5, 1): the float32 squares,
+    # norms and products below can neither overflow (activations of ~1e20
+    # have float32 squared norms beyond its range) nor underflow.
     y = np.empty((k, dim), dtype=np.float32)
-    if points.dtype == np.float32:
-        np.subtract(points, points.mean(axis=0, dtype=np.float64).astype(np.float32), out=y)
+    center = points.mean(axis=0, dtype=np.float64)
+    spread = float(
+        max(
+            np.max(np.max(points, axis=0) - center),
+            np.max(center - np.min(points, axis=0)),
+        )
+    )
+    scale = 2.0 ** -np.frexp(spread)[1] if spread > 0.0 else 1.0
+    if points.dtype == np.float32 and spread < 1e38 and 2.0**-126 <= scale <= 2.0**126:
+        np.subtract(points, center.astype(np.float32), out=y)
+        y *= np.float32(scale)
     else:
-        center = points.mean(axis=0, dtype=np.float64)
         for s in range(0, k, b):
-            y[s : s + b] = points[s : s + b] - center
+            y[s : s + b] = (points[s : s + b] - center) * scale
     norms = np.einsum("ij,ij->i", y, y, dtype=np.float64)
     norms32 = norms.astype(np.float32)
     # |computed d^2 - exact d^2| <= delta for every pair (float32 dot products of
@@ -421,49 +430,3 @@ def _distance_sum(points, i, block_size):
         diff = np.subtract(chunk, x, out=buffer[: len(chunk)])
         total += float(np.sqrt(np.einsum("ij,ij->i", diff, diff)).sum())
     return total
-
-
-class _ActivationStore:
-    """Collect per-batch activations in memory or in raw files on disk."""
-
-    def __init__(self, names, folder):
-        self.names = names
-        self.folder = folder
-        self.chunks = {name: [] for name in names}
-        self.widths = {}
-        self.dtypes = {}
-        self.rows = 0
-
-    def append(self, activations):
-        for i, name in enumerate(self.names):
-            value = np.asarray(activations[name])
-            if value.ndim != 2:
-                raise ValueError(
-                    f"Activations must be 2-D (batch, features) to compute medoids; "
-                    f"pool the maps in the DetectorModel (pooling='avg'). Received: "
-                    f"activations[{name!r}] with shape={value.shape}"
-                )
-            if self.folder is None:
-                self.chunks[name].append(value)
-                continue
-            value = np.ascontiguousarray(value)
-            self.widths.setdefault(name, value.shape[1])
-            self.dtypes.setdefault(name, value.dtype)
-            with open(os.path.join(self.folder, f"{i:04d}.bin"), "ab") as f:
-                f.write(value.astype(self.dtypes[name], copy=False).tobytes())
-        self.rows += len(np.asarray(activations[self.names[0]]))
-
-    def finish(self):
-        if self.rows == 0:
-            raise ValueError("Argument `x` must not be empty. Received: x with 0 samples")
-        if self.folder is None:
-            return {name: np.concatenate(self.chunks.pop(name)) for name in self.names}
-        return {
-            name: np.memmap(
-                os.path.join(self.folder, f"{i:04d}.bin"),
-                dtype=self.dtypes[name],
-                mode="r",
-                shape=(self.rows, self.widths[name]),
-            )
-            for i, name in enumerate(self.names)
-        }

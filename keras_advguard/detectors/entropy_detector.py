@@ -1,14 +1,20 @@
 """Adversarial-input detector: entropy of guided feature responses (Amirian et al.)."""
 
-import hashlib
 import json
 import numbers
 import os
 
 import numpy as np
 
-from keras_advguard import _batching, _progress, _validation
-from keras_advguard._files import write_json
+from keras_advguard import _fingerprint, _validation
+from keras_advguard.detectors._base import (
+    Detector,
+    check_calibrated,
+    check_fpr,
+    fpr_from_fit_arguments,
+    iterate_inputs,
+    threshold_from_scores,
+)
 
 DIRECTIONS = ("higher", "lower")
 DEFAULT_FPRS = (0.01, 0.05, 0.1)
@@ -17,8 +23,7 @@ _FORMAT_VERSION = 1
 
 
 def _check_fpr(name, value):
-    _validation.check_number(name, value, min_value=0.0, max_value=1.0, max_inclusive=False)
-    return float(value)
+    return check_fpr(value, name)
 
 
 def _fpr_list(fpr):
@@ -26,7 +31,7 @@ def _fpr_list(fpr):
         return [_check_fpr("fpr", fpr)]
     if isinstance(fpr, str | bytes) or not hasattr(fpr, "__iter__"):
         raise TypeError(
-            "Argument `fpr` must be a false positive rate in [0, 1) or a list of "
+            "Argument `fpr` must be a false positive rate in (0, 1) or a list of "
             f"them. Received: fpr={fpr!r} of type {type(fpr).__name__}"
         )
     values = [_check_fpr(f"fpr[{i}]", f) for i, f in enumerate(fpr)]
@@ -36,16 +41,11 @@ def _fpr_list(fpr):
 
 
 def _weights_fingerprint(model):
-    """SHA-256 of a model's weights (values, shapes and dtypes, in order)."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        value = np.ascontiguousarray(np.asarray(weight))
-        digest.update(f"{value.dtype.str}{value.shape}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
+    """SHA-256 of a model's weights (`keras_advguard._fingerprint.weights_fingerprint`)."""
+    return _fingerprint.weights_fingerprint(model)
 
 
-class EntropyDetector:
+class EntropyDetector(Detector):
     """Flags adversarial inputs by the entropy of their guided feature response.
 
     Amirian et al. observe that a CNN "looks at" a broader region of an
@@ -71,12 +71,19 @@ class EntropyDetector:
     convention of `keras_advguard.metrics`): it is the mean entropy, or its
     negative with `direction="lower"`; `mean_entropy` gives the raw value.
 
-    Saving: `save(path)` writes a small JSON file (parameters, thresholds,
-    the tapped layer's path and a SHA-256 of the model's weights), no pickle
-    and no copy of the model. The classifier is the user's to keep (it
-    usually is saved already); `EntropyDetector.load(path, model)` takes it
-    and refuses a model whose weights differ from those the thresholds were
-    calibrated on.
+    The `Detector` contract: `calibrate(x_clean_validation, fpr)` sets one
+    threshold (`threshold_`, `fpr_`, `n_calibration_`); `fit` calibrates
+    several at once (`thresholds_`, the paper's 1%, 5% and 10%) and picks
+    the operating one; `predict`, `clone`, and `score_tensor` (kind
+    `"bpda"`: the exact score, with the gradient of a soft-histogram
+    entropy; `differentiable_score` is its former name).
+
+    Saving: `save(path)` writes one archive file (parameters, thresholds,
+    the tapped layer's path, a SHA-256 of the model's weights and, with
+    `include_model=True`, the model), no pickle.
+    `EntropyDetector.load(path, model)` refuses a model whose weights differ
+    from those the thresholds were calibrated on. Files written by earlier
+    versions (one JSON file) still load, with a `DeprecationWarning`.
 
     Args:
         model: a built Functional or Sequential `keras.Model` classifier
@@ -86,18 +93,22 @@ class EntropyDetector:
             layer, after its ReLU.
         patch: side of the entropy window, >= 1. Defaults to `3` (the
             paper's: the size of the first convolution's filters).
-        fpr: the operating false positive rate of `predict`, in `[0, 1)`.
-            Defaults to `0.05`.
-        batch_size: inputs per batch. Defaults to `128`.
+        fpr: the operating false positive rate of `predict` after `fit`, in
+            `(0, 1)`. Defaults to `0.05`.
+        batch_size: inputs per batch (when a method's `batch_size` is
+            `None`). Defaults to `128`.
         levels: number of gray levels, >= 2. Defaults to `256`.
         direction: `"higher"` or `"lower"`: which entropies are adversarial.
             Defaults to `"higher"`.
-        verbose: `0` silent, `1` a progress bar over batches. Defaults to `0`.
+        verbose: `0` silent, `1` a progress bar over batches (when a
+            method's `verbose` is `None`). Defaults to `0`.
 
     Attributes:
-        thresholds_: dict `{fpr: threshold}` calibrated by `fit`, on the
-            oriented `score`; an input is flagged iff `score > threshold`.
-        threshold_: the threshold at the operating `fpr`.
+        thresholds_: dict `{fpr: threshold}` calibrated by `fit` (or the one
+            of `calibrate`), on the oriented `score`; an input is flagged iff
+            `score > threshold`.
+        threshold_: the threshold at the operating false positive rate.
+        fpr_: that rate.
         layer_path_: the path of the tapped layer (resolved by `fit`).
         n_calibration_: number of clean inputs the thresholds came from.
 
@@ -117,11 +128,17 @@ class EntropyDetector:
         [0.01, 0.05, 0.1]
         >>> float(np.mean(detector.predict(x_val))) <= 0.05
         True
+        >>> detector.calibrate(x_val, fpr=0.1).fpr_
+        0.1
 
     Reference:
         H. Amirian, A. Hosseini Mehr, F. Marquez, S. Pirk. "Trace and Detect
         Adversarial Attacks on CNNs Using Feature Response Maps", ANNPR 2018.
     """
+
+    supervised = False
+    score_tensor_kind = "bpda"
+    needs_fit = False
 
     def __init__(
         self,
@@ -187,26 +204,20 @@ class EntropyDetector:
             functions[key] = tf.function(score, reduce_retracing=True)
         return functions[key]
 
-    def _batches(self, x):
-        from keras_advguard.detectors.feature_response import _check_inputs
-
+    def _batches(self, x, batch_size=None, verbose=None):
         guided = self._guided()
         input_shape = guided.guided_model.inputs[0].shape
-        rank = len(input_shape)
-        if not _batching.is_tf_dataset(x):
-            x = _check_inputs(x, input_shape)
-            if len(input_shape) != 4:
-                raise ValueError(
-                    "EntropyDetector needs a model of images (N, H, W, C). Received: "
-                    f"a model with input shape {tuple(input_shape)}"
-                )
-        bar = _progress.progress_bar(
-            _batching.num_batches(x, self.batch_size, rank), verbose=self.verbose
+        if len(input_shape) != 4:
+            raise ValueError(
+                "EntropyDetector needs a model of images (N, H, W, C). Received: "
+                f"a model with input shape {tuple(input_shape)}"
+            )
+        yield from iterate_inputs(
+            x,
+            input_shape,
+            batch_size=self.batch_size if batch_size is None else batch_size,
+            verbose=self.verbose if verbose is None else verbose,
         )
-        batches = _batching.iterate_batches(x, self.batch_size, input_rank=rank)
-        for step, xb in enumerate(batches, start=1):
-            yield np.asarray(xb, dtype=np.float32)
-            bar.update(step)
 
     def _sign(self):
         return 1.0 if self.direction == "higher" else -1.0
@@ -215,26 +226,31 @@ class EntropyDetector:
     # Scores
     # ------------------------------------------------------------------
 
-    def mean_entropy(self, x):
+    def mean_entropy(self, x, *, batch_size=None, verbose=None):
         """Mean local spatial entropy (bits) of each input's feature response.
 
         Args:
             x: images `(N, H, W, C)` of the model's input shape, or a
-                `tf.data.Dataset` of them.
+                `tf.data.Dataset` of them (or of `(images, labels)` pairs).
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `None` (the
+                constructor's).
 
         Returns:
             A float64 numpy array `(N,)`.
 
         Raises:
-            ValueError: `x` not of the model's input shape, or a model without
-                a convolutional layer (and no `layer`).
+            ValueError: `x` not of the model's input shape, non-finite
+                inputs, or a model without a convolutional layer (and no
+                `layer`).
         """
         self._check_params()
         fn = self._compiled_score()
-        out = [np.asarray(fn(xb)) for xb in self._batches(x)]
-        return np.concatenate(out) if out else np.zeros((0,), np.float64)
+        out = [np.asarray(fn(xb)) for xb in self._batches(x, batch_size, verbose)]
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0,), np.float64)
 
-    def score(self, x):
+    def score(self, x, *, batch_size=None, verbose=None):
         """The detector score of each input: higher means more adversarial.
 
         The mean entropy (`direction="higher"`) or its negative
@@ -243,12 +259,17 @@ class EntropyDetector:
         are.
 
         Args:
-            x: images `(N, H, W, C)` or a `tf.data.Dataset` of them.
+            x: images `(N, H, W, C)` or a `tf.data.Dataset` of them (or of
+                `(images, labels)` pairs).
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `None` (the
+                constructor's).
 
         Returns:
             A float64 numpy array `(N,)`.
         """
-        return self._sign() * self.mean_entropy(x)
+        return self._sign() * self.mean_entropy(x, batch_size=batch_size, verbose=verbose)
 
     def feature_response(self, x):
         """Guided feature responses of `x`, float32 `(N, H, W, C)`."""
@@ -284,6 +305,16 @@ class EntropyDetector:
             out.append(np.asarray(local_spatial_entropy(gray, self.patch)))
         return np.concatenate(out)
 
+    def score_tensor(self, x, *, surrogate_bandwidth=1.0):
+        """The oriented score of a batch tensor, with a usable gradient: float32 `(B,)`.
+
+        `score_tensor_kind = "bpda"`: the values are `score(x)`'s (in
+        float32), the gradient that of `differentiable_score` (see there).
+        """
+        import tensorflow as tf
+
+        return tf.cast(self.differentiable_score(x, surrogate_bandwidth), tf.float32)
+
     def differentiable_score(self, x, surrogate_bandwidth=1.0):
         """The oriented score of a batch tensor, with a usable gradient.
 
@@ -317,7 +348,7 @@ class EntropyDetector:
     # Calibration and decisions
     # ------------------------------------------------------------------
 
-    def fit(self, x_clean_validation, fpr=None):
+    def fit(self, x_clean_validation, y=None, *, fpr=None, batch_size=None, verbose=None):
         """Calibrate the thresholds on clean inputs only.
 
         For each target false positive rate `f`, the threshold is
@@ -329,38 +360,67 @@ class EntropyDetector:
         Args:
             x_clean_validation: clean images `(N, H, W, C)` (or a
                 `tf.data.Dataset` of them).
-            fpr: a false positive rate in `[0, 1)` or a list of them.
+            y: ignored labels (the contract's `fit(x, y)`); a rate or a list
+                of rates here is taken as `fpr` (the former second
+                positional argument). Defaults to `None`.
+            fpr: a false positive rate in `(0, 1)` or a list of them.
                 Defaults to `None`: 1%, 5% and 10% (the paper's). The
                 operating `fpr` of the constructor is always added.
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `None` (the
+                constructor's).
 
         Returns:
-            `self`.
+            `self`, with `thresholds_`, `threshold_` (at the constructor's
+            `fpr`), `fpr_` and `n_calibration_` set.
 
         Raises:
-            ValueError: an empty set, a rate outside `[0, 1)`, images not of
+            ValueError: an empty set, a rate outside `(0, 1)`, images not of
                 the model's input shape, a model without a convolutional
                 layer (and no `layer`).
             TypeError: a rate that is not a number.
         """
-        from keras_advguard import metrics
-
         self._check_params()
+        fpr = fpr_from_fit_arguments(y, fpr)
         targets = list(DEFAULT_FPRS) if fpr is None else _fpr_list(fpr)
         targets = sorted(set(targets) | {float(self.fpr)})
-        scores = self.score(x_clean_validation)
-        if scores.size == 0:
-            raise ValueError(
-                "Argument `x_clean_validation` must hold at least one image. Received: an empty set"
-            )
-        thresholds = metrics.threshold_at_fpr(scores, targets)
-        self.thresholds_ = {f: float(t) for f, t in zip(targets, thresholds, strict=True)}
+        scores = self.score(x_clean_validation, batch_size=batch_size, verbose=verbose)
+        self.thresholds_ = {f: threshold_from_scores(scores, f) for f in targets}
         self.threshold_ = self.thresholds_[float(self.fpr)]
+        self.fpr_ = float(self.fpr)
         self.layer_path_ = self._guided().layer_path
         self.n_calibration_ = int(scores.size)
         return self
 
+    def calibrate(self, x_clean_validation, fpr=0.05, *, batch_size=None, verbose=None):
+        """Set the one decision threshold at `fpr` from clean validation inputs.
+
+        The `Detector` contract's calibration (`fit` calibrates several rates
+        at once): `threshold_ = metrics.threshold_at_fpr(score(x), fpr)`.
+
+        Args:
+            x_clean_validation: clean images (numpy or `tf.data.Dataset`).
+            fpr: target false positive rate in `(0, 1)`. Defaults to `0.05`.
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `None` (the
+                constructor's).
+
+        Returns:
+            `self`, with `threshold_`, `fpr_`, `n_calibration_` and
+            `thresholds_ = {fpr: threshold_}` set.
+        """
+        self._check_params()
+        fpr = check_fpr(fpr)
+        scores = self.score(x_clean_validation, batch_size=batch_size, verbose=verbose)
+        self._set_threshold(scores, fpr)
+        self.thresholds_ = {fpr: self.threshold_}
+        self.layer_path_ = self._guided().layer_path
+        return self
+
     def _threshold(self, fpr):
-        _validation.check_is_fitted(self, ["thresholds_", "threshold_"])
+        check_calibrated(self)
         if fpr is None:
             return self.threshold_
         fpr = _check_fpr("fpr", fpr)
@@ -372,23 +432,27 @@ class EntropyDetector:
             )
         return self.thresholds_[fpr]
 
-    def predict(self, x, fpr=None):
+    def predict(self, x, fpr=None, *, batch_size=None, verbose=None):
         """Flag adversarial inputs: `score(x) > threshold`.
 
         Args:
             x: images `(N, H, W, C)` or a `tf.data.Dataset` of them.
-            fpr: which calibrated threshold to use. Defaults to `None`: the
-                operating `fpr` of the constructor.
+            fpr: which calibrated threshold to use. Defaults to `None`:
+                `threshold_` (at `fpr_`).
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `None` (the
+                constructor's).
 
         Returns:
             A bool numpy array `(N,)`, `True` = adversarial.
 
         Raises:
-            NotFittedError: `fit` was not called.
+            NotFittedError: neither `fit` nor `calibrate` was called.
             ValueError: `fpr` not among the calibrated rates.
         """
         threshold = self._threshold(fpr)
-        return self.score(x) > threshold
+        return self.score(x, batch_size=batch_size, verbose=verbose) > threshold
 
     # ------------------------------------------------------------------
     # Saving
@@ -414,58 +478,25 @@ class EntropyDetector:
             "verbose": int(self.verbose),
         }
 
-    def save(self, path):
-        """Write the fitted detector to a small JSON file (no model, no pickle).
+    def _get_config(self):
+        return self.get_config()
 
-        The file holds the parameters, the thresholds, the tapped layer's
-        path and a description of the model (name, input shape, SHA-256 of
-        its weights) that `load` checks.
+    def _get_state(self):
+        if getattr(self, "thresholds_", None) is None:
+            return {}, {}
+        return {
+            "layer_path": self.layer_path_,
+            "thresholds": [[f, t] for f, t in sorted(self.thresholds_.items())],
+        }, {}
 
-        Args:
-            path: file to write (conventionally `*.json`).
-
-        Raises:
-            NotFittedError: `fit` was not called.
-        """
-        from keras_advguard.version import __version__
-
-        _validation.check_is_fitted(self, ["thresholds_", "threshold_"])
-        document = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "keras_advguard_version": __version__,
-            "config": self.get_config(),
-            "fitted": {
-                "layer_path": self.layer_path_,
-                "thresholds": [[f, t] for f, t in sorted(self.thresholds_.items())],
-                "n_calibration": self.n_calibration_,
-            },
-            "model": {
-                "name": self.model.name,
-                "input_shape": list(self.model.inputs[0].shape[1:]),
-                "weights_sha256": _weights_fingerprint(self.model),
-            },
-        }
-        write_json(path, document, allow_nan=False)
+    def _set_state(self, scalars, arrays):
+        if "thresholds" in scalars:
+            self.thresholds_ = {float(f): float(t) for f, t in scalars["thresholds"]}
+            self.layer_path_ = scalars["layer_path"]
 
     @classmethod
-    def load(cls, path, model, *, check_weights=True):
-        """Read a detector written by `save`, for `model`.
-
-        Args:
-            path: the JSON file.
-            model: the classifier the detector was fitted for.
-            check_weights: refuse a model whose weights' SHA-256 differs from
-                the saved one (thresholds calibrated on another model mean
-                nothing). Defaults to `True`.
-
-        Returns:
-            A fitted `EntropyDetector`.
-
-        Raises:
-            ValueError: not an `EntropyDetector` file, an unknown format
-                version, or (with `check_weights`) a different model.
-        """
+    def _load_legacy(cls, path, model=None, *, check_weights=True):
+        """Read the single JSON file of keras_advguard <= 0.1 (deprecated)."""
         with open(os.fspath(path), encoding="utf-8") as f:
             try:
                 document = json.load(f)
@@ -481,13 +512,17 @@ class EntropyDetector:
                 f"{path} has format_version={document.get('format_version')!r}; this "
                 f"version of keras_advguard reads {_FORMAT_VERSION}."
             )
+        if model is None:
+            raise ValueError(
+                f"{path} is a legacy EntropyDetector file, saved without its model. Pass `model=`."
+            )
         if check_weights:
             expected = document["model"]["weights_sha256"]
             found = _weights_fingerprint(model)
             if found != expected:
                 raise ValueError(
-                    f"The model's weights (SHA-256 {found[:12]}...) are not those the "
-                    f"detector was calibrated on ({expected[:12]}..., model "
+                    f"The model's weights (SHA-256 {found}) are not those the "
+                    f"detector in {path!r} was fitted on (SHA-256 {expected}, model "
                     f"'{document['model']['name']}'). Pass the same model, or "
                     "`check_weights=False` to use the thresholds anyway."
                 )
@@ -497,6 +532,26 @@ class EntropyDetector:
         fitted = document["fitted"]
         detector.thresholds_ = {float(f): float(t) for f, t in fitted["thresholds"]}
         detector.threshold_ = detector.thresholds_[float(detector.fpr)]
+        detector.fpr_ = float(detector.fpr)
         detector.layer_path_ = fitted["layer_path"]
         detector.n_calibration_ = int(fitted["n_calibration"])
         return detector
+
+    def clone(self):
+        """A new detector with the same parameters, no thresholds (nothing else is fitted)."""
+        return type(self)(
+            self.model,
+            self.layer,
+            self.patch,
+            self.fpr,
+            self.batch_size,
+            levels=self.levels,
+            direction=self.direction,
+            verbose=self.verbose,
+        )
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(model={self.model.name!r}, layer={self.layer!r}, "
+            f"patch={self.patch}, direction={self.direction!r})"
+        )

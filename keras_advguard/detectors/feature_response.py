@@ -22,8 +22,7 @@ replaced in the traced copy only:
 import keras
 import numpy as np
 
-from keras_advguard import _batching, _progress, _validation
-from keras_advguard.detector_model import rebuild_model, resolve_layers
+from keras_advguard import _batching, _graph, _progress, _selectors, _validation
 
 _BATCH_NORM = (keras.layers.BatchNormalization,)
 
@@ -99,32 +98,12 @@ class _GuidedReLU(keras.layers.Layer):
         return input_shape
 
 
-def _graph(model):
-    """Layers by path and, for each path, the paths that consume its output."""
-    producers, layers, consumers = {}, {}, {}
-
-    def replace(path, layer, args, kwargs):
-        for tensor in keras.tree.flatten((args, kwargs)):
-            source = producers.get(id(tensor))
-            if source is not None and path not in consumers.setdefault(source, []):
-                consumers[source].append(path)
-        return None
-
-    def after(path, layer, output):
-        layers.setdefault(path, layer)
-        if isinstance(output, keras.KerasTensor):
-            producers.setdefault(id(output), path)
-        return output
-
-    rebuild_model(model, replace=replace, after=after)
-    return layers, consumers
-
-
 def _target_path(model, layer):
     """The path whose output is `A`: the chosen layer, or its ReLU."""
     selector = "conv" if layer is None else layer
     try:
-        paths = resolve_layers(model, selector)
+        graph = _graph.trace(model)  # one trace: the selection and the consumers
+        paths = _selectors.resolve_layers(graph, selector)
     except ValueError as e:
         if layer is None:
             raise ValueError(
@@ -141,7 +120,7 @@ def _target_path(model, layer):
     # Default: a convolution without a fused ReLU whose activation is a
     # separate ReLU layer (possibly after a BatchNormalization) is tapped at
     # that ReLU, so fused and separate ReLUs give the same response.
-    layers, consumers = _graph(model)
+    layers, consumers = graph.layers, graph.consumers
     if _has_fused_relu(layers[path]):
         return path
     current = path
@@ -200,7 +179,7 @@ class _GuidedBackprop:
                 )
             return None
 
-        self.guided_model = rebuild_model(
+        self.guided_model = _graph.rebuild_model(
             model,
             replace=replace,
             outputs=[self.layer_path],

@@ -5,14 +5,14 @@ import os
 
 import numpy as np
 
-from keras_advguard import _plots_squeeze, _validation, metrics
-from keras_advguard._files import write_atomic, write_json
+from keras_advguard import _activations, _validation
+from keras_advguard.detectors._base import Detector, fpr_from_fit_arguments, iterate_inputs
 
 SCORES = ("output", "internal")
 _FORMAT_VERSION = 1
 
 
-class FeatureSqueezingDetector:
+class FeatureSqueezingDetector(Detector):
     """Flag inputs whose prediction or activations move when the input is squeezed.
 
     The input `x` and its squeezed versions `sq_k(x)` (one per squeezer, e.g.
@@ -39,17 +39,24 @@ class FeatureSqueezingDetector:
       The activation layers are `is_activation_layer` by default (every
       layer whose output went through a non-linearity other than the final
       softmax: `Conv2D(activation="relu")`, `ReLU`, `Activation("relu")`,
-      ...; see `keras_advguard._plots_squeeze.is_activation_layer`), or
+      ...; see `keras_advguard._activations.is_activation_layer`), or
       whatever `layers=` selects (names, paths, classes, predicates and
       presets, as for `DetectorModel`). They are tapped with
       `DetectorModel(model, layers=..., pooling="flatten")`; `tap_names`
       lists them. Zero activation vectors follow `cosine_distance`'s
       conventions.
 
-    A higher score means "more adversarial". `fit` calibrates the threshold
-    on clean validation inputs only (`metrics.threshold_at_fpr`: at most a
-    fraction `fpr` of them score above it), and `predict` flags `score >
-    threshold_`. `score` needs no fitting.
+    A higher score means "more adversarial". `calibrate` (or its former
+    name `fit`) sets the threshold on clean validation inputs only
+    (`metrics.threshold_at_fpr`: at most a fraction `fpr` of them score
+    above it), and `predict` flags `score > threshold_`. `score` needs no
+    fitting. The `Detector` contract: `score` and `predict` take numpy or
+    `tf.data` input, `clone`, and `save`/`load` (one archive file, refusing
+    a classifier with other weights). `score_tensor` is of kind `"bpda"`:
+    the exact score, with every squeezer differentiated as the identity
+    (BPDA, Athalye et al.), as adaptive attacks on feature squeezing do;
+    `score_tensor(x, wrap_squeezer=None)` keeps the squeezers' own
+    gradients.
 
     The squeezers are applied to the classifier's input, so they must match
     its input range (the squeezers' `value_range`, `[0, 1]` by default).
@@ -71,8 +78,8 @@ class FeatureSqueezingDetector:
             Must be `None` for `score="output"`.
 
     Attributes:
-        threshold_: the decision threshold, set by `fit`.
-        fpr_: the target false positive rate `fit` was called with.
+        threshold_: the decision threshold, set by `calibrate`.
+        fpr_: the target false positive rate `calibrate` was called with.
         n_calibration_: the number of clean inputs the threshold came from.
 
     Raises:
@@ -80,7 +87,9 @@ class FeatureSqueezingDetector:
             Keras layer.
         ValueError: an empty `squeezers` list, an unknown `score`, `layers`
             given with `score="output"`, no activation layer selected for
-            `score="internal"`, or a selector that matches no layer.
+            `score="internal"`, a selector that matches no layer, or a
+            squeezer with weights (or that creates some when built, e.g.
+            `keras.layers.Dense`): squeezers must be stateless.
 
     Example:
 
@@ -91,7 +100,7 @@ class FeatureSqueezingDetector:
         ...     keras.layers.Dense(3, activation="softmax")])
         >>> detector = FeatureSqueezingDetector(model, [BitDepthSqueezer(1)])
         >>> x = np.random.default_rng(0).random((50, 4)).astype("float32")
-        >>> detector = detector.fit(x, fpr=0.1)
+        >>> detector = detector.calibrate(x, fpr=0.1)
         >>> float(np.mean(detector.predict(x))) <= 0.1
         True
 
@@ -102,10 +111,15 @@ class FeatureSqueezingDetector:
         Using Internal Layers", IEEE S&P 2018 poster.
     """
 
+    supervised = False
+    score_tensor_kind = "bpda"
+    needs_fit = False
+
     def __init__(self, model, squeezers, score="output", layers=None):
         import keras
 
         from keras_advguard.detector_model import DetectorModel
+        from keras_advguard.layers import _stateless
 
         if isinstance(model, DetectorModel):
             model = model.base_model
@@ -120,6 +134,9 @@ class FeatureSqueezingDetector:
             )
         for i, squeezer in enumerate(squeezers):
             _validation.check_type(f"squeezers[{i}]", squeezer, keras.layers.Layer, "a Keras layer")
+            # Re-created from its config on load: a layer with weights would
+            # come back with fresh random ones.
+            _stateless.check_stateless(f"squeezers[{i}]", squeezer, model.inputs[0].shape)
         _validation.check_choice("score", score, SCORES)
         if score == "output" and layers is not None:
             raise ValueError(
@@ -132,7 +149,7 @@ class FeatureSqueezingDetector:
         self.score_type = score
         self.layers = layers
         if score == "internal":
-            selectors = _plots_squeeze.is_activation_layer if layers is None else layers
+            selectors = _activations.is_activation_layer if layers is None else layers
             self._taps = DetectorModel(model, layers=selectors, pooling="flatten")
             if not self._taps.tap_names:
                 raise ValueError(
@@ -159,7 +176,7 @@ class FeatureSqueezingDetector:
             q = ops.softmax(ops.cast(squeezed["logits"], "float32"), axis=-1)
             return ops.sum(ops.abs(p - q), axis=-1)
         per_layer = [
-            _plots_squeeze.cosine_distance(
+            _activations.cosine_distance(
                 reference["activations"][name], squeezed["activations"][name]
             )
             for name in self._taps.tap_names
@@ -193,21 +210,36 @@ class FeatureSqueezingDetector:
             columns.append(self._distance(reference, squeezed))
         return ops.stack(columns, axis=1)
 
-    def score_tensor(self, x, *, wrap_squeezer=None):
-        """`score` of one batch as a differentiable tensor `(B,)`.
+    def score_tensor(self, x, *, wrap_squeezer="bpda"):
+        """`score` of one batch as a differentiable tensor: float32 `(B,)`.
 
-        The largest of `squeezer_scores_tensor` over the squeezers; see it
-        for the arguments.
+        The largest of `squeezer_scores_tensor` over the squeezers.
+
+        Args:
+            x: a batch of inputs (tensor or array) `(B, ...)`.
+            wrap_squeezer: `"bpda"` (every squeezer passes the gradient as
+                the identity: `attacks.bpda`), `None` (the squeezers' own
+                gradients, zero through a quantisation), or a callable
+                `squeezer -> callable`. Defaults to `"bpda"`.
+
+        Returns:
+            A float32 tensor `(B,)`; its values are `score(x)`'s.
         """
         from keras import ops
 
+        if isinstance(wrap_squeezer, str):
+            _validation.check_choice("wrap_squeezer", wrap_squeezer, ("bpda",))
+            from keras_advguard.attacks.bpda import bpda
+
+            wrap_squeezer = bpda
         return ops.max(self.squeezer_scores_tensor(x, wrap_squeezer=wrap_squeezer), axis=1)
 
     def squeezer_scores(self, x, *, batch_size=128, verbose=0):
         """The score with each squeezer separately.
 
         Args:
-            x: inputs `(N, ...)` (numpy array).
+            x: inputs `(N, ...)` of the model's input shape (numpy), or a
+                `tf.data.Dataset` of inputs or `(inputs, labels)` pairs.
             batch_size: samples per batch. Defaults to `128`.
             verbose: `0` silent, `1` a progress bar. Defaults to `0`.
 
@@ -217,33 +249,31 @@ class FeatureSqueezingDetector:
             maximum.
 
         Raises:
-            ValueError: `x` empty or not at least 2-D.
+            ValueError: inputs of another shape than the model's, or
+                non-finite inputs.
             TypeError: `x` not numeric.
         """
         import tensorflow as tf
 
-        from keras_advguard import _progress
-
-        x = _validation.check_array("x", x, min_ndim=2, dtype_kind="fiu").astype("float32")
-        _validation.check_positive_int("batch_size", batch_size)
-        if self._batch_fn is None or self._batch_fn[0] != x.shape[1:]:
+        input_shape = tuple(self.model.inputs[0].shape)
+        if self._batch_fn is None:
             # One trace for every batch size (the last batch is smaller).
-            spec = tf.TensorSpec((None,) + x.shape[1:], "float32")
-            fn = tf.function(self.squeezer_scores_tensor, input_signature=[spec])
-            self._batch_fn = (x.shape[1:], fn)
-        batch_fn = self._batch_fn[1]
-        parts = []
-        bar = _progress.progress_bar(-(-len(x) // batch_size), verbose=verbose)
-        for step, start in enumerate(range(0, len(x), batch_size), start=1):
-            parts.append(batch_fn(x[start : start + batch_size]).numpy())
-            bar.update(step)
+            spec = tf.TensorSpec((None,) + input_shape[1:], "float32")
+            self._batch_fn = tf.function(self.squeezer_scores_tensor, input_signature=[spec])
+        parts = [
+            self._batch_fn(xb).numpy()
+            for xb in iterate_inputs(x, input_shape, batch_size=batch_size, verbose=verbose)
+        ]
+        if not parts:
+            return np.zeros((0, len(self.squeezers)), np.float64)
         return np.concatenate(parts, axis=0).astype(np.float64)
 
     def score(self, x, *, batch_size=128, verbose=0):
         """Detection score of each input (higher = more adversarial).
 
         Args:
-            x: inputs `(N, ...)` (numpy array).
+            x: inputs `(N, ...)` (numpy), or a `tf.data.Dataset` of inputs
+                or `(inputs, labels)` pairs.
             batch_size: samples per batch. Defaults to `128`.
             verbose: `0` silent, `1` a progress bar. Defaults to `0`.
 
@@ -255,50 +285,31 @@ class FeatureSqueezingDetector:
     # ------------------------------------------------------------------
     # Threshold
 
-    def fit(self, x_clean_validation, fpr=0.05, *, batch_size=128, verbose=0):
-        """Calibrate the threshold on clean validation inputs.
+    def fit(self, x_clean_validation, y=None, *, fpr=None, batch_size=128, verbose=0):
+        """Former name of `calibrate` (kept working): set the threshold on clean inputs.
 
-        `threshold_ = metrics.threshold_at_fpr(score(x_clean_validation),
-        fpr)`: the smallest threshold that at most a fraction `fpr` of these
-        clean inputs score above. Use inputs disjoint from any test set.
+        Nothing else is learned (`needs_fit = False`).
 
         Args:
-            x_clean_validation: clean inputs `(N, ...)`.
-            fpr: target false positive rate in `[0, 1]`. Defaults to `0.05`.
+            x_clean_validation: clean inputs (numpy or `tf.data.Dataset`).
+            y: ignored labels (the contract's `fit(x, y)`); a number here is
+                taken as `fpr` (the former second positional argument).
+                Defaults to `None`.
+            fpr: target false positive rate in `(0, 1)`. Defaults to `None`
+                (`0.05`).
             batch_size: samples per batch. Defaults to `128`.
             verbose: `0` silent, `1` a progress bar. Defaults to `0`.
 
         Returns:
             `self`.
-
-        Raises:
-            ValueError: empty inputs or `fpr` outside `[0, 1]`.
-            TypeError: non-numeric inputs or `fpr`.
         """
-        _validation.check_number("fpr", fpr, min_value=0.0, max_value=1.0)
-        scores = self.score(x_clean_validation, batch_size=batch_size, verbose=verbose)
-        self.threshold_ = float(metrics.threshold_at_fpr(scores, fpr))
-        self.fpr_ = float(fpr)
-        self.n_calibration_ = int(len(scores))
-        return self
-
-    def predict(self, x, *, batch_size=128, verbose=0):
-        """Flag adversarial inputs: `1` where `score(x) > threshold_`, else `0`.
-
-        Args:
-            x: inputs `(N, ...)`.
-            batch_size: samples per batch. Defaults to `128`.
-            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
-
-        Returns:
-            An int64 array `(N,)` (1 = adversarial).
-
-        Raises:
-            NotFittedError: if `fit` has not been called.
-        """
-        _validation.check_is_fitted(self, "threshold_")
-        scores = self.score(x, batch_size=batch_size, verbose=verbose)
-        return (scores > self.threshold_).astype(np.int64)
+        fpr = fpr_from_fit_arguments(y, fpr)
+        return self.calibrate(
+            x_clean_validation,
+            0.05 if fpr is None else fpr,
+            batch_size=batch_size,
+            verbose=verbose,
+        )
 
     # ------------------------------------------------------------------
     # Saving
@@ -318,90 +329,38 @@ class FeatureSqueezingDetector:
             "layers": self.tap_names if self.score_type == "internal" else None,
         }
 
-    def save(self, path, *, include_model=True):
-        """Save the detector as JSON, and the classifier beside it as `.keras`.
-
-        Writes `path` (JSON: the config, the fitted threshold if any, and the
-        model's file name) and, with `include_model=True`, the classifier to
-        the same name with the extension `.keras` (`detector.json` ->
-        `detector.keras`). No pickle: the squeezers are Keras configs and the
-        model a `.keras` archive, both loaded in Keras' safe mode.
-
-        Args:
-            path: the JSON file to write, ending in `.json`.
-            include_model: whether to save the classifier too. Without it,
-                `load` needs the model passed in. Defaults to `True`.
-
-        Returns:
-            The path of the model file written, or `None`.
-
-        Raises:
-            ValueError: if `path` does not end in `.json`.
-        """
-        path = os.fspath(path)
-        if not path.endswith(".json"):
-            raise ValueError(f"Argument `path` must end in '.json'. Received: path={path!r}")
-        model_path = None
-        if include_model:
-            model_path = path[: -len(".json")] + ".keras"
-            write_atomic(model_path, self.model.save, ".keras")
-        fitted = None
-        if getattr(self, "threshold_", None) is not None:
-            fitted = {
-                "threshold_": self.threshold_,
-                "fpr_": self.fpr_,
-                "n_calibration_": self.n_calibration_,
-            }
-        document = {
-            "class_name": type(self).__name__,
-            "format_version": _FORMAT_VERSION,
-            "config": self.get_config(),
-            "model_file": None if model_path is None else os.path.basename(model_path),
-            "fitted": fitted,
-        }
-        write_json(path, document)
-        return model_path
+    def _get_config(self):
+        return self.get_config()
 
     @classmethod
-    def load(cls, path, model=None):
-        """Load a detector written by `save`.
-
-        Args:
-            path: the JSON file.
-            model: the classifier to use. Defaults to `None`: the `.keras`
-                file named in the JSON, next to it, loaded with
-                `keras.models.load_model` (safe mode).
-
-        Returns:
-            A `FeatureSqueezingDetector`, fitted if it was when saved.
-
-        Raises:
-            ValueError: if the file is not a saved `FeatureSqueezingDetector`,
-                or no model is given and none was saved.
-        """
+    def _from_saved(cls, model, config, folder=None):
         import keras
 
         # Register the library's squeezer layers before deserializing them.
         import keras_advguard.layers  # noqa: F401
-        from keras_advguard.layers import (  # noqa: F401
-            bit_depth_squeezer,
-            median_smoothing_squeezer,
-            nl_means_squeezer,
-        )
 
-        path = os.fspath(path)
+        if model is None:
+            raise ValueError(
+                "A FeatureSqueezingDetector needs its classifier: pass `model=`. "
+                "Received: model=None"
+            )
+        squeezers = [
+            keras.saving.deserialize_keras_object(s, safe_mode=True) for s in config["squeezers"]
+        ]
+        return cls(model, squeezers, score=config["score"], layers=config["layers"])
+
+    @classmethod
+    def _load_legacy(cls, path, model=None, *, check_weights=True):
+        """Read the JSON (+ `.keras`) files of keras_advguard <= 0.1 (deprecated)."""
+        import keras
+
         with open(path, encoding="utf-8") as f:
             document = json.load(f)
-        found = document.get("class_name") if isinstance(document, dict) else None
-        if found != cls.__name__:
-            raise ValueError(
-                f"The file {path!r} does not hold a saved {cls.__name__}. "
-                f"Received: class_name={found!r}"
-            )
         if document.get("format_version") != _FORMAT_VERSION:
             raise ValueError(
-                f"Unsupported {cls.__name__} file format. Expected format_version="
-                f"{_FORMAT_VERSION}. Received: format_version={document.get('format_version')!r}"
+                f"Unsupported {cls.__name__} file format in {path!r}. Expected "
+                f"format_version={_FORMAT_VERSION}. Received: "
+                f"format_version={document.get('format_version')!r}"
             )
         if model is None:
             if not document.get("model_file"):
@@ -413,11 +372,7 @@ class FeatureSqueezingDetector:
                 os.path.dirname(os.path.abspath(path)), document["model_file"]
             )
             model = keras.models.load_model(model_path, safe_mode=True)
-        config = document["config"]
-        squeezers = [
-            keras.saving.deserialize_keras_object(s, safe_mode=True) for s in config["squeezers"]
-        ]
-        detector = cls(model, squeezers, score=config["score"], layers=config["layers"])
+        detector = cls._from_saved(model, document["config"])
         if document.get("fitted"):
             for key, value in document["fitted"].items():
                 setattr(detector, key, value)

@@ -6,14 +6,14 @@ import os
 import numpy as np
 
 from keras_advguard import _validation, metrics
-from keras_advguard._files import write_atomic, write_json
+from keras_advguard.detectors._base import Detector, check_calibrated, check_fpr
 
 WEIGHTS = ("uniform", "distance")
 DEFAULT_K_CANDIDATES = (1, 2, 5, 10, 20, 50, 100, 200)
 _FORMAT_VERSION = 1
 
 
-class KNNDetector:
+class KNNDetector(Detector):
     """Flag inputs whose nearest training activations disagree with the prediction.
 
     For an input `x` that the classifier labels `c_hat`, take the `k`
@@ -34,7 +34,21 @@ class KNNDetector:
     distant neighbours at the `k`-th place are broken by scikit-learn.
 
     The layer's output is pooled as in `DetectorModel` (global average
-    pooling of feature maps by default). scikit-learn style: `__init__`
+    pooling of feature maps by default); activations and predictions come
+    from one `DetectorModel.collect` pass. On a `tf.data.Dataset` of
+    `(inputs, labels)` pairs, `score` and `predict` use the classifier's
+    predictions, never the dataset's labels (those are the training labels
+    of `fit` only).
+
+    The `Detector` contract: `score`, `calibrate` (sets `threshold_`,
+    `fpr_`, `n_calibration_`), `predict`, `clone` (same training
+    activations, no threshold), `save`/`load` (one archive file, refusing a
+    classifier with other weights) and `score_tensor`, a **surrogate**
+    (`score_tensor_kind = "surrogate"`): the kNN vote is piecewise constant,
+    so the differentiable stand-in replaces the hard vote by the
+    classifier's softmax probability of each neighbour's label and the
+    `k` neighbours' equal weights by a softmax of their negative squared
+    distances (see `score_tensor`). scikit-learn style: `__init__`
     stores the parameters, `fit` returns `self`, learned attributes end in
     `_`. Every method taking inputs `x` has an `*_activations` twin taking
     the layer's activations and the predicted classes instead (for
@@ -49,7 +63,8 @@ class KNNDetector:
         n_neighbors: `k` used until `select_k` picks one. Defaults to `10`.
         weights: `"uniform"` or `"distance"`. Defaults to `"uniform"`.
         pooling: pooling of 4-D maps (`DetectorModel`). Defaults to `"avg"`.
-        batch_size: batch size of the classifier passes. Defaults to `128`.
+        batch_size: batch size of the classifier passes, used when a
+            method's own `batch_size` is `None`. Defaults to `128`.
         algorithm: `NearestNeighbors` algorithm. Defaults to `"auto"`.
         n_jobs: `NearestNeighbors` parallel jobs. Defaults to `None`.
 
@@ -63,6 +78,7 @@ class KNNDetector:
         threshold_: decision threshold of `predict`, set by `select_k` or
             `calibrate` (from clean validation scores at a target FPR).
         fpr_: the target FPR of `threshold_`.
+        n_calibration_: the number of clean inputs `threshold_` came from.
 
     Raises:
         TypeError: a parameter of the wrong type, detected when first used.
@@ -106,6 +122,9 @@ class KNNDetector:
         self.algorithm = algorithm
         self.n_jobs = n_jobs
 
+    supervised = False
+    score_tensor_kind = "surrogate"
+
     # ------------------------------------------------------------------
     # Activations of the classifier
 
@@ -113,6 +132,11 @@ class KNNDetector:
         _validation.check_positive_int("n_neighbors", self.n_neighbors)
         _validation.check_choice("weights", self.weights, WEIGHTS)
         _validation.check_positive_int("batch_size", self.batch_size)
+
+    def _batch_size(self, batch_size):
+        if batch_size is None:
+            return self.batch_size
+        return _validation.check_positive_int("batch_size", batch_size)
 
     def _taps(self):
         import keras
@@ -140,6 +164,7 @@ class KNNDetector:
                 f"Received: layer={self.layer!r}, which selects {taps.tap_names}"
             )
         self._detector_model, self._detector_key = taps, key
+        self._tensor_cache = None
         return taps
 
     @property
@@ -147,43 +172,45 @@ class KNNDetector:
         """The path of the layer the activations come from."""
         return self._taps().tap_names[0]
 
-    def activations(self, x):
+    def activations(self, x, *, batch_size=None, verbose=0):
         """The layer's activations and the classifier's predictions.
 
         Args:
             x: numpy inputs `(N, ...)` or a `tf.data.Dataset` of inputs or
                 `(inputs, labels)` pairs (labels ignored).
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's `batch_size`).
+            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
 
         Returns:
             A pair `(activations (N, D) float32, predicted classes (N,) int64)`.
         """
-        activations, predicted, _ = self._forward(x)
+        activations, predicted, _ = self._forward(x, batch_size, verbose)
         return activations, predicted
 
-    def _forward(self, x):
+    def _forward(self, x, batch_size=None, verbose=0):
         """Activations, predicted classes and the dataset's labels (or None)."""
         self._check_params()
         taps = self._taps()
-        name = taps.tap_names[0]
-        acts, predicted, labels = [], [], []
-        for outputs, yb in taps.iter_activations(x, batch_size=self.batch_size):
-            acts.append(np.asarray(outputs["activations"][name], dtype=np.float32))
-            predicted.append(np.argmax(outputs["prediction"], axis=-1))
-            if yb is not None:
-                labels.append(yb)
-        if not acts:
-            raise ValueError("Argument `x` holds no inputs. Received: an empty x")
-        acts = np.concatenate(acts)
-        return (
-            acts.reshape(len(acts), -1),
-            np.concatenate(predicted).astype(np.int64),
-            np.concatenate(labels) if labels else None,
-        )
+        out = taps.collect(x, batch_size=self._batch_size(batch_size), verbose=verbose)
+        acts = np.asarray(out["activations"][taps.tap_names[0]], dtype=np.float32)
+        acts = acts.reshape(len(acts), int(np.prod(acts.shape[1:], dtype=np.int64)))
+        return acts, out["predicted_class"], out["labels"]
 
     # ------------------------------------------------------------------
     # Fit
 
-    def fit(self, x, y=None, *, validation_data=None, k_candidates=None, fpr=0.05):
+    def fit(
+        self,
+        x,
+        y=None,
+        *,
+        validation_data=None,
+        k_candidates=None,
+        fpr=0.05,
+        batch_size=None,
+        verbose=0,
+    ):
         """Index the training activations; optionally choose `k` on validation data.
 
         Args:
@@ -196,8 +223,11 @@ class KNNDetector:
                 `select_k` is then run on them. Defaults to `None`.
             k_candidates: candidate `k` values for `select_k`. Defaults to
                 `None` (`DEFAULT_K_CANDIDATES`, capped at the training size).
-            fpr: target FPR of the threshold set by `select_k`. Defaults to
-                `0.05`.
+            fpr: target FPR in `(0, 1)` of the threshold set by `select_k`.
+                Defaults to `0.05`.
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
 
         Returns:
             `self`.
@@ -209,7 +239,7 @@ class KNNDetector:
                 "For a tf.data.Dataset the labels come from its (x, y) pairs; `y` "
                 f"must be None. Received: y of type {type(y).__name__}"
             )
-        activations, _, labels = self._forward(x)
+        activations, _, labels = self._forward(x, batch_size, verbose)
         if y is None:
             if labels is None:
                 raise ValueError(
@@ -225,7 +255,13 @@ class KNNDetector:
                     "is_adversarial_val). Received: validation_data of type "
                     f"{type(validation_data).__name__}"
                 )
-            self.select_k(*validation_data, k_candidates=k_candidates, fpr=fpr)
+            self.select_k(
+                *validation_data,
+                k_candidates=k_candidates,
+                fpr=fpr,
+                batch_size=batch_size,
+                verbose=verbose,
+            )
         elif k_candidates is not None:
             raise ValueError(
                 "`k_candidates` is used with `validation_data` (k is chosen on "
@@ -253,17 +289,96 @@ class KNNDetector:
         self.train_labels_ = labels
         self.n_neighbors_ = int(min(self.n_neighbors, len(labels)))
         self.nn_ = NearestNeighbors(algorithm=self.algorithm, n_jobs=self.n_jobs).fit(activations)
-        for name in ("validation_auc_", "threshold_", "fpr_"):
-            self.__dict__.pop(name, None)
+        self._tensor_cache = None
+        self.__dict__.pop("validation_auc_", None)
+        self._clear_threshold()
         return self
 
     # ------------------------------------------------------------------
     # Scores
 
-    def score(self, x):
-        """Adversarial scores `1 - g(x)` in `[0, 1]`, shape `(N,)`."""
+    def score(self, x, *, batch_size=None, verbose=0):
+        """Adversarial scores `1 - g(x)` in `[0, 1]`.
+
+        Args:
+            x: numpy inputs `(N, ...)` or a `tf.data.Dataset` of inputs or
+                `(inputs, labels)` pairs (the labels are ignored: the vote
+                is against the classifier's prediction).
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
+
+        Returns:
+            A float64 array `(N,)`.
+
+        Raises:
+            NotFittedError: `fit` was not called.
+            ValueError: inputs of another shape than the model's, or
+                non-finite inputs.
+        """
         _validation.check_is_fitted(self, "nn_")
-        return self.score_activations(*self.activations(x))
+        activations, predicted = self.activations(x, batch_size=batch_size, verbose=verbose)
+        if len(activations) == 0:
+            return np.zeros((0,), np.float64)
+        return self.score_activations(activations, predicted)
+
+    def score_tensor(self, x, *, temperature=1.0):
+        """A differentiable surrogate of `score` for one batch: float32 `(B,)`.
+
+        With `a` the layer's activations of `x`, `p = softmax(logits(x))` and
+        `j = 1..k` the `k = n_neighbors_` nearest training activations (found
+        exactly, at squared distances `d_j`, labels `y_j`):
+
+            s~(x) = 1 - sum_j w_j p_{y_j}(x),   w = softmax(-d / (temperature * mean_j d_j))
+
+        The hard vote `[y_j == argmax p]` becomes the probability `p_{y_j}`
+        and the weights a softmax of the distances (scale-free: divided by
+        their mean, without gradient). When the classifier is confident and
+        the neighbours equidistant, `s~` equals the `"uniform"` score.
+
+        Args:
+            x: a batch tensor `(B, ...)` of the model's input shape.
+            temperature: softness of the distance weights, > 0. Defaults to
+                `1.0`.
+
+        Returns:
+            A float32 tensor `(B,)`, differentiable with respect to `x`.
+        """
+        from keras import ops
+
+        _validation.check_is_fitted(self, "nn_")
+        _validation.check_number("temperature", temperature, min_value=0.0, min_inclusive=False)
+        taps = self._taps()
+        cache = getattr(self, "_tensor_cache", None)
+        if cache is None:
+            import tensorflow as tf
+
+            # Created outside any `tf.function` being traced (init_scope), so
+            # the cached tensors stay valid for later calls in other graphs.
+            with tf.init_scope():
+                train = ops.convert_to_tensor(self.train_activations_, "float32")
+                cache = (
+                    train,
+                    ops.sum(ops.square(train), axis=1),
+                    ops.convert_to_tensor(self.train_labels_, "int32"),
+                )
+            self._tensor_cache = cache
+        train, train_sq, train_labels = cache
+        out = taps(ops.cast(x, "float32"), training=False)
+        a = ops.cast(out["activations"][taps.tap_names[0]], "float32")
+        a = ops.reshape(a, (ops.shape(a)[0], -1))
+        p = ops.softmax(ops.cast(out["logits"], "float32"), axis=-1)
+        d2 = ops.sum(ops.square(a), axis=1, keepdims=True) - 2.0 * ops.matmul(
+            a, ops.transpose(train)
+        )
+        d2 = d2 + train_sq[None, :]
+        neg, idx = ops.top_k(-d2, k=self.n_neighbors_, sorted=True)
+        d_k = ops.maximum(-neg, 0.0)
+        scale = ops.stop_gradient(ops.mean(d_k, axis=1, keepdims=True)) * temperature + 1e-12
+        w = ops.softmax(-d_k / scale, axis=1)
+        labels_k = ops.take(train_labels, idx)
+        p_k = ops.take_along_axis(p, labels_k, axis=1)
+        return 1.0 - ops.sum(w * p_k, axis=1)
 
     def score_activations(self, activations, predicted_classes, n_neighbors=None):
         """`score` from the layer's activations and the predicted classes.
@@ -325,7 +440,16 @@ class KNNDetector:
     # ------------------------------------------------------------------
     # Hyper-parameter and threshold
 
-    def select_k(self, x_val, is_adversarial_val, k_candidates=None, *, fpr=0.05):
+    def select_k(
+        self,
+        x_val,
+        is_adversarial_val,
+        k_candidates=None,
+        *,
+        fpr=0.05,
+        batch_size=None,
+        verbose=0,
+    ):
         """Choose `k` by validation ROC AUC and set the threshold at `fpr`.
 
         Args:
@@ -334,15 +458,19 @@ class KNNDetector:
                 both kinds must be present.
             k_candidates: candidate values. Defaults to `None`
                 (`DEFAULT_K_CANDIDATES` up to the training size).
-            fpr: target false positive rate of `threshold_`, computed on
-                the clean validation inputs. Defaults to `0.05`.
+            fpr: target false positive rate of `threshold_` in `(0, 1)`,
+                computed on the clean validation inputs. Defaults to `0.05`.
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
 
         Returns:
-            `self`, with `n_neighbors_`, `validation_auc_`, `threshold_`
-            and `fpr_` set.
+            `self`, with `n_neighbors_`, `validation_auc_`, `threshold_`,
+            `fpr_` and `n_calibration_` set.
         """
         _validation.check_is_fitted(self, "nn_")
-        activations, predicted = self.activations(x_val)
+        check_fpr(fpr)
+        activations, predicted = self.activations(x_val, batch_size=batch_size, verbose=verbose)
         return self.select_k_activations(
             activations, predicted, is_adversarial_val, k_candidates, fpr=fpr
         )
@@ -352,6 +480,7 @@ class KNNDetector:
     ):
         """`select_k` on precomputed validation activations and predictions."""
         _validation.check_is_fitted(self, "nn_")
+        fpr = check_fpr(fpr)
         is_adv = _as_binary("is_adversarial", is_adversarial)
         _validation.check_same_length("activations", activations, "is_adversarial", is_adv)
         if is_adv.all() or not is_adv.any():
@@ -367,34 +496,48 @@ class KNNDetector:
         best = max(aucs, key=lambda k: (aucs[k], -k))
         self.n_neighbors_ = int(best)
         self.validation_auc_ = aucs
-        self._set_threshold(by_k[best][~is_adv], fpr)
+        self._set_threshold(by_k[best][~is_adv], fpr, name="x_val")
         return self
 
-    def calibrate(self, x_clean_val, fpr=0.05):
+    def calibrate(self, x_clean_validation, fpr=0.05, *, batch_size=None, verbose=0):
         """Set `threshold_` so that at most `fpr` of clean validation inputs score above it.
 
         Args:
-            x_clean_val: clean validation inputs (never the test set).
-            fpr: target false positive rate. Defaults to `0.05`.
+            x_clean_validation: clean validation inputs (never the test set),
+                numpy or a `tf.data.Dataset`.
+            fpr: target false positive rate in `(0, 1)`. Defaults to `0.05`.
+            batch_size: inputs per batch. Defaults to `None` (the
+                constructor's).
+            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
 
         Returns:
-            `self`.
+            `self`, with `threshold_`, `fpr_` and `n_calibration_` set.
         """
         _validation.check_is_fitted(self, "nn_")
-        self._set_threshold(self.score(x_clean_val), fpr)
-        return self
+        fpr = check_fpr(fpr)
+        return self._set_threshold(
+            self.score(x_clean_validation, batch_size=batch_size, verbose=verbose), fpr
+        )
 
-    def _set_threshold(self, clean_scores, fpr):
-        self.threshold_ = float(metrics.threshold_at_fpr(clean_scores, fpr))
-        self.fpr_ = float(fpr)
+    def calibrate_activations(self, activations, predicted_classes, fpr=0.05):
+        """`calibrate` on precomputed clean activations and predicted classes."""
+        fpr = check_fpr(fpr)
+        return self._set_threshold(
+            self.score_activations(activations, predicted_classes), fpr, name="activations"
+        )
 
-    def predict(self, x):
-        """Boolean flags `score(x) > threshold_`, shape `(N,)`."""
-        _validation.check_is_fitted(self, ["nn_", "threshold_"])
-        return self.score(x) > self.threshold_
+    def predict(self, x, *, batch_size=None, verbose=0):
+        """Boolean flags `score(x) > threshold_`, shape `(N,)`.
+
+        Raises:
+            NotFittedError: `fit` or `calibrate` was not called.
+        """
+        _validation.check_is_fitted(self, "nn_")
+        check_calibrated(self)
+        return self.score(x, batch_size=batch_size, verbose=verbose) > self.threshold_
 
     # ------------------------------------------------------------------
-    # Save / load (JSON + npz, no pickle)
+    # Save / load (one archive: JSON + npz + optional .keras, no pickle)
 
     def get_params(self):
         """The constructor arguments except the model (JSON-serializable)."""
@@ -415,84 +558,48 @@ class KNNDetector:
             "n_jobs": self.n_jobs,
         }
 
-    def save(self, path, *, include_model=True):
-        """Save the fitted detector without pickle.
+    def _guarded_model(self):
+        return None if self.model is None else self._taps().base_model
 
-        Writes `path` (JSON: parameters, `k`, threshold), the training
-        activations and labels to the same name with `.npz` (read back with
-        `allow_pickle=False`) and, with `include_model=True` and a model,
-        the classifier as `.keras`. The neighbour index is rebuilt by `load`
-        (`NearestNeighbors.fit` on the stored activations).
+    def _get_config(self):
+        return self.get_params()
 
-        Args:
-            path: the JSON file to write, ending in `.json`.
-            include_model: whether to save the classifier too. Defaults to
-                `True`.
-
-        Returns:
-            `path`.
-
-        Raises:
-            ValueError: `path` not ending in `.json`, or not fitted.
-        """
-        _validation.check_is_fitted(self, "nn_")
-        path = os.fspath(path)
-        if not path.endswith(".json"):
-            raise ValueError(f"Argument `path` must end in '.json'. Received: path={path!r}")
-        stem = path[: -len(".json")]
-        model_file = None
-        if include_model and self.model is not None:
-            model = self._taps().base_model
-            write_atomic(stem + ".keras", model.save, ".keras")
-            model_file = os.path.basename(stem + ".keras")
-        write_atomic(
-            stem + ".npz",
-            lambda tmp: np.savez(
-                tmp, train_activations=self.train_activations_, train_labels=self.train_labels_
-            ),
-            ".npz",
-        )
-        fitted = {"n_neighbors_": self.n_neighbors_}
-        for name in ("threshold_", "fpr_"):
-            if getattr(self, name, None) is not None:
-                fitted[name] = getattr(self, name)
+    def _get_state(self):
+        if getattr(self, "nn_", None) is None:
+            return {}, {}
+        scalars = {"n_neighbors_": self.n_neighbors_}
         if getattr(self, "validation_auc_", None) is not None:
-            fitted["validation_auc_"] = [
+            scalars["validation_auc_"] = [
                 [int(k), float(v)] for k, v in self.validation_auc_.items()
             ]
-        document = {
-            "class_name": type(self).__name__,
-            "format_version": _FORMAT_VERSION,
-            "params": self.get_params(),
-            "arrays_file": os.path.basename(stem + ".npz"),
-            "model_file": model_file,
-            "fitted": fitted,
+        arrays = {
+            "train_activations": self.train_activations_,
+            "train_labels": self.train_labels_,
         }
-        write_json(path, document)
-        return path
+        return scalars, arrays
+
+    def _set_state(self, scalars, arrays):
+        if "train_activations" not in arrays:
+            return
+        self.fit_activations(arrays["train_activations"], arrays["train_labels"])
+        self.n_neighbors_ = int(scalars["n_neighbors_"])
+        if "validation_auc_" in scalars:
+            self.validation_auc_ = {int(k): float(v) for k, v in scalars["validation_auc_"]}
 
     @classmethod
-    def load(cls, path, model=None):
-        """Load a detector written by `save`.
+    def _from_saved(cls, model, config, folder=None):
+        return cls(model, **config)
 
-        Args:
-            path: the JSON file.
-            model: the classifier. Defaults to `None`: the `.keras` file
-                saved beside the JSON (safe mode), or no model if none was
-                saved.
-
-        Returns:
-            A fitted `KNNDetector`.
-        """
-        path = os.fspath(path)
+    @classmethod
+    def _load_legacy(cls, path, model=None, *, check_weights=True):
+        """Read the JSON + `.npz` (+ `.keras`) files of keras_advguard <= 0.1 (deprecated)."""
         with open(path, encoding="utf-8") as f:
             document = json.load(f)
-        if not isinstance(document, dict) or document.get("class_name") != cls.__name__:
-            raise ValueError(f"The file {path!r} does not hold a saved {cls.__name__}.")
         if document.get("format_version") != _FORMAT_VERSION:
             raise ValueError(
-                f"Unsupported {cls.__name__} file format. Expected format_version="
-                f"{_FORMAT_VERSION}. Received: format_version={document.get('format_version')!r}"
+                f"Unsupported {cls.__name__} file format in {path!r}. Expected "
+                f"format_version={_FORMAT_VERSION}. Received: "
+                f"format_version={document.get('format_version')!r}"
             )
         folder = os.path.dirname(os.path.abspath(path))
         if model is None and document.get("model_file"):
@@ -524,9 +631,7 @@ class KNNDetector:
 def _as_activations(name, value):
     array = _validation.check_array(name, value, min_ndim=2, dtype_kind="fiu")
     array = array.reshape(len(array), -1).astype(np.float32, copy=False)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"Argument `{name}` must be finite. Received: NaN or inf values")
-    return array
+    return _validation.check_finite(name, array)
 
 
 def _as_class_ids(name, values):

@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_advguard import _batching, _validation
 from keras_advguard.detector_model import DetectorModel
+from keras_advguard.detectors import _keras_detector
 from keras_advguard.detectors.class_medoids import ClassMedoids
 from keras_advguard.layers.medoid_distance import MedoidDistance
 
@@ -13,7 +14,7 @@ _FIT_DEFAULTS = {"epochs": 100, "batch_size": 100}
 
 
 @keras.saving.register_keras_serializable(package="keras_advguard")
-class MedoidLSTMDetector(keras.Model):
+class MedoidLSTMDetector(_keras_detector.KerasDetector, keras.Model):
     """Detect adversarial inputs from their distances to class medoids, layer by layer.
 
     One Keras model, input image -> score in `[0, 1]` (1 = adversarial):
@@ -39,10 +40,23 @@ class MedoidLSTMDetector(keras.Model):
     to `epochs=100` and `batch_size=100` (compiling with those defaults when
     `compile` was never called). Train it like any Keras model, on *inputs*
     (clean and adversarial images) and their labels `1 = adversarial`;
-    `validation_data`, callbacks and `tf.data` datasets work as usual.
-    `predict` returns the scores, shape `(N,)`. The whole detector
-    (classifier, medoids, standardization, LSTM) saves to one `.keras` file
-    and loads with `keras.models.load_model` in safe mode.
+    `validation_data`, callbacks and `tf.data` datasets work as usual;
+    non-finite images are refused with a `ValueError`.
+
+    The detector contract (`keras_advguard.detectors.Detector`,
+    `supervised = True`): `score(x)` gives the scores, float `(N,)`, from one
+    shared activation pass (`DetectorModel.collect`); `score_tensor(x)` the
+    same score as a differentiable tensor (`score_tensor_kind = "exact"`);
+    `calibrate(x_clean_validation, fpr)` sets `threshold_`; `clone()` keeps
+    the taps, medoids and standardization with a fresh LSTM and head.
+    Keras's `predict` and the contract's coexist: after `calibrate`,
+    `predict(x)` returns the contract's bool decisions `score(x) >
+    threshold_`; before it, Keras's scores (with a `FutureWarning`: use
+    `score`). `save("detector.keras")` writes a Keras file (loads with
+    `keras.models.load_model` in safe mode; what `ModelCheckpoint` needs),
+    any other name the archive every detector writes (`load_detector`);
+    both are atomic, keep the threshold, and `load(path, model=...)` refuses
+    a classifier whose weights differ from the detector's.
 
     Build one with `from_training_data` (medoids from the classifier's
     training set) or `from_medoids` (medoids already fitted with
@@ -88,8 +102,10 @@ class MedoidLSTMDetector(keras.Model):
         >>> detector.tap_names, detector.num_classes
         (['fc1', 'out'], 3)
         >>> history = detector.fit(x, y == 0, epochs=1, verbose=0)
-        >>> detector.predict(x[:5], verbose=0).shape
+        >>> detector.score(x[:5]).shape
         (5,)
+        >>> detector.calibrate(x[y != 0], fpr=0.1).predict(x[:5]).dtype
+        dtype('bool')
 
     Reference:
         R. Caldelli, R. Becarelli, F. Carrara, F. Falchi, G. Amato.
@@ -208,10 +224,13 @@ class MedoidLSTMDetector(keras.Model):
                     "inputs) to fit the per-layer statistics. Received: "
                     "standardization_data=None"
                 )
-            activations, _, _ = _collect_activations(
-                detector_model, standardization_data, batch_size
-            )
-            distance.adapt(activations)
+            collected = detector_model.collect(standardization_data, batch_size=batch_size)
+            if len(collected["predicted_class"]) == 0:
+                raise ValueError(
+                    "Argument `standardization_data` must not be empty. Received: "
+                    "standardization_data with 0 inputs"
+                )
+            distance.adapt(_in_tap_order(detector_model, collected))
         return cls(detector_model, distance, lstm_units=lstm_units, **kwargs)
 
     @classmethod
@@ -286,9 +305,12 @@ class MedoidLSTMDetector(keras.Model):
                 )
         elif y is None:
             raise ValueError("Labels `y` are required for array inputs. Received: y=None")
-        activations, predictions, labels = _collect_activations(
-            detector_model, x, batch_size, verbose=verbose
-        )
+        collected = detector_model.collect(x, batch_size=batch_size, verbose=verbose)
+        if len(collected["predicted_class"]) == 0:
+            raise ValueError("Argument `x` must not be empty. Received: x with 0 inputs")
+        activations = _in_tap_order(detector_model, collected)
+        predictions = collected["prediction"]
+        labels = collected["labels"]
         if labels is None:
             labels = np.asarray(y)
             _validation.check_same_length("x", predictions, "y", labels)
@@ -298,7 +320,7 @@ class MedoidLSTMDetector(keras.Model):
             max_samples_per_class=max_samples_per_class,
             seed=seed,
             verbose=verbose,
-        ).fit(activations, labels, predictions=predictions)
+        ).fit(activations, labels, predictions=collected["predicted_class"])
         distance = MedoidDistance.from_medoids(medoids, standardize=bool(standardize))
         if standardize:
             distance.adapt(activations)
@@ -321,6 +343,81 @@ class MedoidLSTMDetector(keras.Model):
     def base_model(self):
         """The (frozen) classifier."""
         return self.detector_model.base_model
+
+    @property
+    def model(self):
+        """The classifier this detector guards (the contract's name for `base_model`)."""
+        return self.detector_model.base_model
+
+    # ------------------------------------------------------------------
+    # The detector contract
+
+    def score(self, x, *, batch_size=128, verbose=0):
+        """Adversarial scores in `[0, 1]`: float `(N,)`, higher = more adversarial.
+
+        One pass of the classifier (`DetectorModel.collect`: input shape and
+        finite values checked), then the distances, LSTM and head batch by
+        batch. The same values as calling the detector (and as
+        `score_tensor`), up to float32 rounding.
+
+        Args:
+            x: numpy inputs `(N, ...)` or a `tf.data.Dataset` of inputs or
+                `(inputs, labels)` pairs (labels ignored).
+            batch_size: batch size. Defaults to `128`.
+            verbose: `0` silent, `1` a progress bar. Defaults to `0`.
+
+        Returns:
+            A float64 array `(N,)`.
+        """
+        features = self.features(x, batch_size=batch_size, verbose=verbose)
+        scores = np.empty(len(features))
+        for start in range(0, len(features), batch_size):
+            batch = features[start : start + batch_size]
+            scores[start : start + batch_size] = np.asarray(self._score_of_features(batch))
+        return scores
+
+    def score_tensor(self, x):
+        """The score of a batch as a differentiable float32 tensor `(B,)` (exact)."""
+        return ops.cast(self._forward(x, training=False)["score"], "float32")
+
+    def _score_of_features(self, features):
+        hidden = self.lstm(features, training=False)
+        kernel = ops.cast(self.head.kernel, hidden.dtype)
+        bias = ops.cast(self.head.bias, hidden.dtype)
+        return ops.sigmoid(ops.cast(ops.squeeze(ops.matmul(hidden, kernel) + bias, -1), "float32"))
+
+    def _fingerprint_of_fit(self):
+        return _keras_detector.fingerprint(self.base_model)
+
+    def _input_shape(self):
+        return tuple(self.detector_model.inputs[0].shape)
+
+    def _clone_fresh(self):
+        return type(self)(self.detector_model, self.distance, lstm_units=self.lstm_units)
+
+    def _rebind(self, model):
+        """This detector (same medoids, LSTM, head, threshold) tapping `model`."""
+        if model is self.base_model or model is self.detector_model:
+            return self
+        detector_model = model
+        if not isinstance(model, DetectorModel):
+            detector_model = DetectorModel(
+                model,
+                layers=self.tap_names,
+                pooling=self.detector_model.pooling,
+                logits_layer=self.detector_model.logits_layer,
+            )
+        rebound = type(self)(
+            detector_model, self.distance, lstm_units=self.lstm_units, name=self.name
+        )
+        rebound.lstm.set_weights(self.lstm.get_weights())
+        rebound.head.set_weights(self.head.get_weights())
+        if self.compiled:
+            rebound.compile_from_config(self.get_compile_config())
+        for name in ("threshold_", "fpr_", "n_calibration_"):
+            if getattr(self, name, None) is not None:
+                setattr(rebound, name, getattr(self, name))
+        return rebound
 
     def call(self, inputs, training=None):
         return self._forward(inputs, training=training)["score"]
@@ -379,15 +476,17 @@ class MedoidLSTMDetector(keras.Model):
         Returns:
             A float32 array `(N, L, C)`.
         """
-        activations, _, _ = _collect_activations(
-            self.detector_model, x, batch_size, verbose=verbose
-        )
-        return np.concatenate(
-            [
-                np.asarray(self.distance([a[start : start + batch_size] for a in activations]))
-                for start in range(0, len(activations[0]), batch_size)
-            ]
-        )
+        _validation.check_positive_int("batch_size", batch_size)
+        collected = self.detector_model.collect(x, batch_size=batch_size, verbose=verbose)
+        return self._features_of(_in_tap_order(self.detector_model, collected), batch_size)
+
+    def _features_of(self, activations, batch_size):
+        n = len(activations[0])
+        features = np.empty((n, self.distance.num_layers, self.distance.num_classes), "float32")
+        for start in range(0, n, batch_size):
+            batch = [a[start : start + batch_size] for a in activations]
+            features[start : start + batch_size] = np.asarray(self.distance(batch))
+        return features
 
     def sequence_model(self):
         """A model `F (B, L, C) -> score (B,)` sharing this detector's LSTM and head.
@@ -408,28 +507,6 @@ class MedoidLSTMDetector(keras.Model):
     # ------------------------------------------------------------------
     # Paper defaults for compile / fit
 
-    def compile(self, optimizer="adam", loss="binary_crossentropy", metrics="default", **kwargs):
-        """Configure training; without arguments, the paper's setup.
-
-        Args:
-            optimizer: Defaults to `"adam"` (learning rate 1e-3).
-            loss: Defaults to `"binary_crossentropy"`.
-            metrics: Defaults to `"default"`: `[keras.metrics.AUC(name="auc")]`.
-                `None` for none.
-            **kwargs: the other `keras.Model.compile` arguments.
-        """
-        if isinstance(metrics, str) and metrics == "default":
-            metrics = [keras.metrics.AUC(name="auc")]
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        # `compile` only fills in defaults, so the saved compile config (the
-        # arguments actually used) can be replayed through it on load.
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if getattr(self, "optimizer", None) is not None and self.built:
-            self.optimizer.build(self.trainable_variables)
-
     def fit(self, x=None, y=None, batch_size=None, epochs=100, **kwargs):
         """Train the LSTM and head on inputs labelled `1 = adversarial`.
 
@@ -441,26 +518,21 @@ class MedoidLSTMDetector(keras.Model):
 
         Args:
             x: classifier inputs (clean and adversarial), or a dataset of
-                `(inputs, is_adversarial)` pairs.
+                `(inputs, is_adversarial)` pairs. Must be finite.
             y: `(N,)` labels, 1 for adversarial and 0 for clean (bool or
-                numbers).
+                numbers in `[0, 1]`).
             batch_size: Defaults to `100` for arrays, `None` for datasets.
             epochs: Defaults to `100`.
             **kwargs: passed to `keras.Model.fit`.
 
         Returns:
             The `History`.
+
+        Raises:
+            ValueError: NaN or infinite inputs (also in `validation_data`),
+                labels outside `[0, 1]`, `x` and `y` of different lengths.
         """
-        if not self.compiled:
-            self.compile()
-        if _is_dataset_like(x):
-            # A dataset brings its own order; Keras would warn on shuffle=True.
-            kwargs.setdefault("shuffle", False)
-        elif batch_size is None:
-            batch_size = _FIT_DEFAULTS["batch_size"]
-        if y is not None and not _is_dataset_like(x):
-            y = np.asarray(y, dtype="float32")
-        return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
+        return self._checked_fit(x, y, batch_size, epochs, _FIT_DEFAULTS["batch_size"], kwargs)
 
     # ------------------------------------------------------------------
     # Config
@@ -553,20 +625,6 @@ def _check_taps(detector_model, distance):
             )
 
 
-def _collect_activations(detector_model, x, batch_size, verbose=0):
-    """Activations (list in tap order), predictions and labels (or None) of `x`."""
-    _validation.check_positive_int("batch_size", batch_size)
-    names = detector_model.tap_names
-    chunks = {name: [] for name in names}
-    predictions, labels = [], []
-    for outputs, yb in detector_model.iter_activations(x, batch_size=batch_size, verbose=verbose):
-        for name in names:
-            chunks[name].append(outputs["activations"][name])
-        predictions.append(outputs["prediction"])
-        if yb is not None:
-            labels.append(yb)
-    if not predictions:
-        raise ValueError("Argument `x` holds no inputs. Received: an empty x")
-    activations = [np.concatenate(chunks[name]) for name in names]
-    predictions = np.concatenate(predictions)
-    return activations, predictions, (np.concatenate(labels) if labels else None)
+def _in_tap_order(detector_model, collected):
+    """`collect`'s activations as a list, in the order of the LSTM's steps."""
+    return [collected["activations"][name] for name in detector_model.tap_names]

@@ -294,3 +294,14 @@ def test_fit_from_model_errors():
         ClassMedoids().fit_from_model(detector, pairs, np.zeros(4, int))
     with pytest.raises(ValueError, match="taps no layer"):
         ClassMedoids().fit_from_model(DetectorModel(detector.base_model), x, np.zeros(4, int))
+    # The activation pass (DetectorModel.collect) checks the inputs themselves:
+    # a ReLU would otherwise turn NaN pixels into finite activations.
+    bad = np.ones((4, 6), np.float32)
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"`x`.*1 NaN"):
+        ClassMedoids().fit_from_model(detector, bad, np.arange(4) % 3)
+    with pytest.raises(ValueError, match=r"shape \(N, 6\)"):
+        ClassMedoids().fit_from_model(detector, np.ones((4, 7), np.float32), np.arange(4) % 3)
+    empty = tf.data.Dataset.from_tensor_slices((x[:0], np.zeros(0, int)))
+    with pytest.raises(ValueError, match="must not be empty"):
+        ClassMedoids().fit_from_model(detector, empty)

@@ -1,4 +1,5 @@
 import json
+import zipfile
 
 import keras
 import numpy as np
@@ -98,22 +99,23 @@ def test_internal_score_with_selected_layers(tiny_model, images):
 
 def test_fit_threshold_and_predict_side(tiny_model, images):
     detector = FeatureSqueezingDetector(tiny_model, squeezers())
-    with pytest.raises(NotFittedError, match="not fitted yet"):
+    with pytest.raises(NotFittedError, match="Call `calibrate"):
         detector.predict(images)
     assert detector.fit(images[:10], fpr=0.2) is detector
     scores = detector.score(images[:10])
     assert detector.threshold_ == metrics.threshold_at_fpr(scores, 0.2)
     assert detector.fpr_ == 0.2 and detector.n_calibration_ == 10
     flags = detector.predict(images[:10])
-    assert flags.dtype == np.int64
+    assert flags.dtype == bool
     assert flags.sum() == 2  # at most 20% of 10, distinct scores: exactly 2
     # Strict rule: the score equal to the threshold is not flagged.
     at_threshold = np.flatnonzero(scores == detector.threshold_)
     assert at_threshold.size == 1 and flags[at_threshold[0]] == 0
     np.testing.assert_array_equal(
-        detector.predict(images), (detector.score(images) > detector.threshold_).astype(int)
+        detector.predict(images), detector.score(images) > detector.threshold_
     )
-    assert detector.fit(images[:10], fpr=0.0).predict(images[:10]).sum() == 0
+    # fpr=0.05 on 10 images allows floor(0.5) = 0 false positives.
+    assert detector.calibrate(images[:10], fpr=0.05).predict(images[:10]).sum() == 0
 
 
 def test_differentiable_score_and_bpda(tiny_model, images):
@@ -124,9 +126,11 @@ def test_differentiable_score_and_bpda(tiny_model, images):
     )
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        plain = tf.reduce_sum(detector.score_tensor(x))
+        plain = tf.reduce_sum(detector.score_tensor(x, wrap_squeezer=None))
         through = tf.reduce_sum(detector.score_tensor(x, wrap_squeezer=bpda))
+        default = tf.reduce_sum(detector.score_tensor(x))  # "bpda" by default
     g_plain, g_bpda = tape.gradient(plain, x), tape.gradient(through, x)
+    np.testing.assert_allclose(tape.gradient(default, x).numpy(), g_bpda.numpy(), atol=1e-6)
     # Without BPDA only the unsqueezed branch carries a gradient.
     assert np.all(np.isfinite(g_plain.numpy())) and np.all(np.isfinite(g_bpda.numpy()))
     assert not np.allclose(g_plain.numpy(), g_bpda.numpy())
@@ -136,12 +140,13 @@ def test_save_and_load_round_trip(tiny_model, images, tmp_path):
     detector = FeatureSqueezingDetector(
         tiny_model, squeezers(), score="internal", layers=lambda layer: layer.name == "conv"
     ).fit(images[:10], fpr=0.1)
-    path = tmp_path / "detector.json"
-    model_path = detector.save(path)
-    assert model_path == str(tmp_path / "detector.keras")
-    document = json.loads(path.read_text())
+    path = tmp_path / "detector.advguard"
+    assert detector.save(path) == path
+    with zipfile.ZipFile(path) as archive:
+        document = json.loads(archive.read("detector.json"))
+        assert "model.keras" in archive.namelist()
     assert document["config"]["layers"] == ["conv"]  # the predicate's choice
-    assert document["model_file"] == "detector.keras"
+    assert document["model_file"] == "model.keras"
     loaded = FeatureSqueezingDetector.load(path)
     assert loaded.threshold_ == detector.threshold_ and loaded.fpr_ == 0.1
     assert [type(s) for s in loaded.squeezers] == [BitDepthSqueezer, MedianSmoothingSqueezer]
@@ -152,19 +157,33 @@ def test_save_and_load_round_trip(tiny_model, images, tmp_path):
 
 def test_save_without_model_and_unfitted(tiny_model, images, tmp_path):
     detector = FeatureSqueezingDetector(tiny_model, squeezers())
-    path = tmp_path / "d.json"
-    assert detector.save(path, include_model=False) is None
-    assert not (tmp_path / "d.keras").exists()
-    with pytest.raises(ValueError, match="without its model"):
+    path = tmp_path / "d.advguard"
+    detector.save(path, include_model=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.advguard"]
+    with pytest.raises(ValueError, match="without its classifier"):
         FeatureSqueezingDetector.load(path)
     loaded = FeatureSqueezingDetector.load(path, model=tiny_model)
     assert getattr(loaded, "threshold_", None) is None
     np.testing.assert_array_equal(loaded.score(images), detector.score(images))
-    with pytest.raises(ValueError, match=r"\.json"):
-        detector.save(tmp_path / "d.keras")
     (tmp_path / "other.json").write_text(json.dumps({"class_name": "Something"}))
-    with pytest.raises(ValueError, match="does not hold"):
+    with pytest.raises(ValueError, match="holds a 'Something', not a FeatureSqueezingDetector"):
         FeatureSqueezingDetector.load(tmp_path / "other.json", model=tiny_model)
+
+
+def test_legacy_json_file_still_loads(tiny_model, images, tmp_path):
+    detector = FeatureSqueezingDetector(tiny_model, squeezers()).calibrate(images, fpr=0.1)
+    document = {
+        "class_name": "FeatureSqueezingDetector",
+        "format_version": 1,
+        "config": detector.get_config(),
+        "model_file": None,
+        "fitted": {"threshold_": detector.threshold_, "fpr_": 0.1, "n_calibration_": 12},
+    }
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    with pytest.warns(DeprecationWarning):
+        loaded = FeatureSqueezingDetector.load(tmp_path / "old.json", model=tiny_model)
+    assert loaded.threshold_ == detector.threshold_
+    np.testing.assert_array_equal(loaded.predict(images), detector.predict(images))
 
 
 def test_bad_arguments(tiny_model):
@@ -185,5 +204,10 @@ def test_bad_arguments(tiny_model):
     detector = FeatureSqueezingDetector(tiny_model, squeezers())
     with pytest.raises(ValueError, match="fpr"):
         detector.fit(np.zeros((2, 6, 6, 1), "float32"), fpr=1.5)
-    with pytest.raises(ValueError, match="empty"):
-        detector.score(np.zeros((0, 6, 6, 1), "float32"))
+    assert detector.score(np.zeros((0, 6, 6, 1), "float32")).shape == (0,)
+    with pytest.raises(ValueError, match="must not be empty"):
+        detector.calibrate(np.zeros((0, 6, 6, 1), "float32"))
+    with pytest.raises(ValueError, match=r"shape \(N, 6, 6, 1\)"):
+        detector.score(np.zeros((2, 7, 7, 1), "float32"))
+    with pytest.raises(ValueError, match="1 NaN"):
+        detector.score(np.where(np.arange(72).reshape(2, 6, 6, 1) == 5, np.nan, 0.5))

@@ -1,4 +1,6 @@
+import io
 import json
+import zipfile
 
 import keras
 import numpy as np
@@ -127,21 +129,91 @@ def test_inputs_path_matches_activations_path(digits_knn, tmp_path):
     np.testing.assert_array_equal(flags, knn.score(x_test[60:120]) > knn.threshold_)
     assert knn.calibrate(x_test[:60], fpr=0.2) is knn and knn.fpr_ == 0.2
 
-    # JSON + npz + .keras round trip, no pickle.
-    path = tmp_path / "knn.json"
-    knn.save(path)
-    document = json.loads(path.read_text())
-    assert document["params"]["layer"] == "fc4"
-    with np.load(tmp_path / "knn.npz", allow_pickle=False) as arrays:
-        np.testing.assert_array_equal(arrays["train_labels"], y_train)
+    # One archive (JSON + npz + .keras), no pickle.
+    path = tmp_path / "knn.advguard"
+    assert knn.save(path) == path
+    with zipfile.ZipFile(path) as archive:
+        document = json.loads(archive.read("detector.json"))
+        assert sorted(archive.namelist()) == ["arrays.npz", "detector.json", "model.keras"]
+        with np.load(io.BytesIO(archive.read("arrays.npz")), allow_pickle=False) as arrays:
+            np.testing.assert_array_equal(arrays["train_labels"], y_train)
+    assert document["config"]["layer"] == "fc4"
+    assert document["class_name"] == "KNNDetector"
     loaded = KNNDetector.load(path)
     assert isinstance(loaded.model, keras.Model)
     assert loaded.n_neighbors_ == knn.n_neighbors_ and loaded.threshold_ == knn.threshold_
+    assert loaded.n_calibration_ == knn.n_calibration_ == 60
     assert loaded.validation_auc_ == knn.validation_auc_
     np.testing.assert_array_equal(loaded.score(x_test[60:90]), knn.score(x_test[60:90]))
-    no_model = tmp_path / "bare.json"
+    no_model = tmp_path / "bare.advguard"
     knn.save(no_model, include_model=False)
     assert KNNDetector.load(no_model, model=model).score(x_test[:5]).shape == (5,)
+    with pytest.raises(ValueError, match="saved without its classifier"):
+        KNNDetector.load(no_model)
+
+
+def test_scores_on_a_dataset_of_pairs_use_the_predictions_not_the_labels(digits_knn):
+    import tensorflow as tf
+
+    model, x_train, y_train, x_test, y_test = digits_knn
+    knn = KNNDetector(model, "fc4", n_neighbors=5).fit(x_train[:400], y_train[:400])
+    knn.calibrate(x_test[:100], fpr=0.1)
+    x = x_test[100:160]
+    expected = knn.score(x)
+    # Reference: the vote of the 5 nearest training activations against the
+    # classifier's own predicted class (brute force, numpy).
+    train_acts, _ = knn.activations(x_train[:400])
+    acts, predicted = knn.activations(x)
+    np.testing.assert_allclose(
+        expected, brute_force_scores(train_acts, y_train[:400], acts, predicted, 5), atol=1e-9
+    )
+    # Labels that are all wrong: a detector voting against the labels would
+    # score the correctly classified inputs as adversarial.
+    wrong = (y_test[100:160] + 1) % 10
+    assert np.mean(predicted == wrong) < 0.2
+    for dataset in [
+        tf.data.Dataset.from_tensor_slices((x, wrong)).batch(16),
+        tf.data.Dataset.from_tensor_slices((x, wrong)),  # unbatched
+    ]:
+        np.testing.assert_array_equal(knn.score(dataset), expected)
+        np.testing.assert_array_equal(knn.predict(dataset), expected > knn.threshold_)
+
+
+def test_legacy_json_files_still_load(digits_knn, tmp_path):
+    model, x_train, y_train, x_test, _ = digits_knn
+    knn = KNNDetector(model, "fc4", n_neighbors=3).fit(x_train[:200], y_train[:200])
+    acts, _ = knn.activations(x_train[:200])
+    # The files keras_advguard 0.1 wrote: JSON + .npz beside it.
+    np.savez(tmp_path / "old.npz", train_activations=acts, train_labels=y_train[:200])
+    document = {
+        "class_name": "KNNDetector",
+        "format_version": 1,
+        "params": knn.get_params(),
+        "arrays_file": "old.npz",
+        "model_file": None,
+        "fitted": {"n_neighbors_": 3, "threshold_": 0.5, "fpr_": 0.1},
+    }
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    with pytest.warns(DeprecationWarning, match="legacy KNNDetector"):
+        loaded = KNNDetector.load(tmp_path / "old.json", model)
+    assert loaded.threshold_ == 0.5 and loaded.n_neighbors_ == 3
+    np.testing.assert_array_equal(loaded.score(x_test[:20]), knn.score(x_test[:20]))
+
+
+def test_save_validates_before_replacing_the_file(digits_knn, tmp_path):
+    model, x_train, y_train, x_test, _ = digits_knn
+    # numpy scalars are saved as Python numbers (the n_jobs=np.int64(1)).
+    knn = KNNDetector(model, "fc4", n_neighbors=np.int64(3), n_jobs=np.int64(1))
+    knn.fit(x_train[:200], y_train[:200])
+    path = tmp_path / "knn.advguard"
+    knn.save(path)
+    before = path.read_bytes()
+    assert KNNDetector.load(path).n_jobs == 1
+    knn.n_jobs = object()  # not JSON-serializable: refused before anything is written
+    with pytest.raises(TypeError, match="n_jobs"):
+        knn.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["knn.advguard"]
 
 
 def test_fit_on_a_dataset_of_pairs(digits_knn):
@@ -165,8 +237,12 @@ def test_errors(digits_knn, tmp_path):
     with pytest.raises(NotFittedError, match="not fitted yet"):
         KNNDetector().score_activations(query, predicted)
     fitted = KNNDetector(n_neighbors=3).fit_activations(train, labels)
-    with pytest.raises(NotFittedError, match="not fitted yet"):
+    with pytest.raises(NotFittedError, match="Call `calibrate"):
         fitted.predict(query)  # no threshold yet
+    with pytest.raises(ValueError, match="`fpr` must be < 1"):
+        fitted.calibrate_activations(query, predicted, fpr=1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.score_activations(np.full_like(query, np.nan), predicted)
     with pytest.raises(ValueError, match="has no model"):
         fitted.score(x_test[:2])
     with pytest.raises(ValueError, match="k cannot exceed the 300 training samples"):
@@ -187,5 +263,21 @@ def test_errors(digits_knn, tmp_path):
         KNNDetector(model).fit(x_train, y_train)
     with pytest.raises(ValueError, match="validation_data"):
         KNNDetector(model, "fc4").fit(x_train, y_train, k_candidates=[1, 2])
-    with pytest.raises(ValueError, match="must end in '.json'"):
-        fitted.save(tmp_path / "knn.npz")
+    with pytest.raises(ValueError, match="NaN"):
+        KNNDetector(model, "fc4").fit(np.full_like(x_train[:4], np.nan), y_train[:4])
+
+
+def test_score_tensor_first_called_inside_a_tf_function_works_again_later(digits_knn):
+    # The training tensors are cached on the first call; made inside a traced
+    # function they used to be graph tensors, and every later call (eager or in
+    # another function) failed with an out-of-scope error.
+    import tensorflow as tf
+
+    model, x_train, y_train, x_test, _ = digits_knn
+    knn = KNNDetector(model, "fc4", n_neighbors=5).fit(x_train[:300], y_train[:300])
+    x = tf.constant(x_test[:8], "float32")
+    traced = tf.function(lambda batch: knn.score_tensor(batch))(x)
+    eager = knn.score_tensor(x)
+    again = tf.function(lambda batch: knn.score_tensor(batch))(x)
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(eager), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(again), np.asarray(eager), rtol=1e-6, atol=1e-7)

@@ -1,4 +1,5 @@
 import math
+import re
 
 import keras
 import numpy as np
@@ -94,7 +95,7 @@ def test_learns_noise_vs_clean(detector, noise_problem):
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(x[:half], y[:half], epochs=15, batch_size=32, verbose=0)
     assert "auc" in history.history  # compile's default metric
-    scores = model.predict(x[half:], verbose=0)
+    scores = model.score(x[half:])
     assert scores.shape == (len(x) - half,)
     assert np.all((scores >= 0) & (scores <= 1))
     y_test = y[half:].astype(bool)
@@ -169,7 +170,7 @@ def test_save_and_load_give_identical_scores(detector, noise_problem, tmp_path):
     x, y = noise_problem
     model = fresh_copy(detector, lstm_units=8)
     model.fit(x[:64], y[:64], epochs=1, batch_size=32, verbose=0)
-    scores = model.predict(x[:50], verbose=0)
+    scores = model.score(x[:50])
     path = tmp_path / "detector.keras"
     model.save(path)
     loaded = keras.models.load_model(path)  # safe mode
@@ -177,7 +178,7 @@ def test_save_and_load_give_identical_scores(detector, noise_problem, tmp_path):
     assert isinstance(loaded.detector_model, DetectorModel)
     assert loaded.tap_names == model.tap_names
     assert loaded.distance.standardize and not loaded.detector_model.trainable
-    np.testing.assert_array_equal(loaded.predict(x[:50], verbose=0), scores)
+    np.testing.assert_array_equal(loaded.score(x[:50]), scores)
     for a, b in zip(model.distance.weights, loaded.distance.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The optimizer state came back too: training can resume.
@@ -192,8 +193,12 @@ def test_tf_data_fit_and_predict(detector, noise_problem):
     validation = tf.data.Dataset.from_tensor_slices((x[96:160], y[96:160])).batch(32)
     history = model.fit(dataset, validation_data=validation, epochs=2, verbose=0)
     assert len(history.history["val_loss"]) == 2
-    from_dataset = model.predict(tf.data.Dataset.from_tensor_slices(x[:40]).batch(16), verbose=0)
-    np.testing.assert_allclose(from_dataset, model.predict(x[:40], verbose=0), rtol=1e-6)
+    from_dataset = model.score(tf.data.Dataset.from_tensor_slices(x[:40]).batch(16))
+    np.testing.assert_allclose(from_dataset, model.score(x[:40]), rtol=1e-6)
+    # Keras's own predict (uncalibrated) still gives the same scores, with a warning.
+    with pytest.warns(FutureWarning, match="score"):
+        keras_scores = model.predict(x[:40], verbose=0)
+    np.testing.assert_allclose(keras_scores, from_dataset, rtol=1e-5)
     np.testing.assert_allclose(
         model.features(tf.data.Dataset.from_tensor_slices(x[:20])),
         model.features(x[:20]),
@@ -210,7 +215,7 @@ def test_sequence_model_shares_the_trained_weights(detector, noise_problem):
     sequence.fit(features, y[:128] > 0.5, epochs=2, batch_size=32, verbose=0)
     predicted = sequence.predict(features, verbose=0)
     assert predicted.shape == (128,)
-    np.testing.assert_allclose(model.predict(x[:128], verbose=0), predicted, atol=1e-4)
+    np.testing.assert_allclose(model.score(x[:128]), predicted, atol=1e-4)
 
 
 def test_from_medoids_and_dataset_training_data(digits, digits_model):
@@ -233,7 +238,11 @@ def test_from_medoids_and_dataset_training_data(digits, digits_model):
     from_dataset = MedoidLSTMDetector.from_training_data(
         model, dataset, layers=["conv2", "fc4"], lstm_units=4
     )
-    np.testing.assert_array_equal(from_dataset.features(x_test[:10]), plain.features(x_test[:10]))
+    # Same medoid samples; their activations differ in the last float32 bits with
+    # the batch size (200 here, 128 above), as TensorFlow's CPU kernels do.
+    np.testing.assert_allclose(
+        from_dataset.features(x_test[:10]), plain.features(x_test[:10]), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_adaptive_loss_gradient_reaches_the_input(detector, noise_problem):
@@ -248,9 +257,7 @@ def test_adaptive_loss_gradient_reaches_the_input(detector, noise_problem):
     np.testing.assert_allclose(
         tf.sigmoid(outputs["score_logit"]).numpy(), outputs["score"].numpy(), rtol=1e-6
     )
-    np.testing.assert_allclose(
-        outputs["score"].numpy(), detector.predict(x[:8], verbose=0), atol=1e-4
-    )
+    np.testing.assert_allclose(outputs["score"].numpy(), detector.score(x[:8]), atol=1e-4)
 
 
 def test_errors(detector, digits_model):
@@ -283,3 +290,224 @@ def test_errors(detector, digits_model):
         MedoidLSTMDetector.from_medoids(model, medoids, standardize=True)
     with pytest.raises(ValueError, match="keyed by the tapped layers"):
         MedoidLSTMDetector.from_medoids(model, list(medoids.values()))
+
+
+# ----------------------------------------------------------------------
+# The detector contract, on a tiny classifier (fast)
+
+
+def _tiny_classifier():
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="tanh", name="fc1"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ],
+        name="tiny",
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    classifier = _tiny_classifier()
+    rng = np.random.default_rng(0)
+    x = rng.random((90, 6)).astype("float32")
+    y = np.arange(90) % 3
+    keras.utils.set_random_seed(2)
+    detector = MedoidLSTMDetector.from_training_data(
+        classifier, x[:60], y[:60], layers=["fc1", "out"], standardize=True, lstm_units=5
+    )
+    is_adversarial = (x[:, 0] > 0.5).astype("float32")
+    detector.fit(x, is_adversarial, epochs=3, batch_size=30, verbose=0)
+    return detector, classifier, x, is_adversarial
+
+
+def _numpy_lstm_score(detector, features):
+    """Keras's LSTM (gates i, f, c, o; tanh / sigmoid) and the sigmoid head in numpy."""
+    kernel, recurrent, bias = (np.asarray(w, np.float64) for w in detector.lstm.weights)
+    w, b = (np.asarray(v, np.float64) for v in detector.head.weights)
+    units = recurrent.shape[0]
+    h = np.zeros((len(features), units))
+    c = np.zeros_like(h)
+
+    def sigmoid(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    for step in range(features.shape[1]):
+        z = features[:, step].astype(np.float64) @ kernel + h @ recurrent + bias
+        i, f, g, o = (z[:, k * units : (k + 1) * units] for k in range(4))
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+    return sigmoid(h @ w + b)[:, 0]
+
+
+def test_contract_attributes(tiny):
+    detector, classifier, _, _ = tiny
+    from keras_advguard.detectors import Detector
+
+    assert isinstance(detector, Detector) and isinstance(detector, keras.Model)
+    assert MedoidLSTMDetector.supervised is True
+    assert MedoidLSTMDetector.score_tensor_kind == "exact"
+    assert detector.model is classifier
+
+
+def test_score_matches_a_numpy_lstm(tiny):
+    detector, _, x, _ = tiny
+    scores = detector.score(x, batch_size=7)
+    assert scores.shape == (90,) and scores.dtype == np.float64
+    expected = _numpy_lstm_score(detector, detector.features(x))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    # Not a constant: the reference would catch a broken head.
+    assert scores.std() > 1e-3
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(90))).batch(16)
+    np.testing.assert_allclose(detector.score(dataset), scores, atol=1e-6)
+    assert detector.score(x[:0]).shape == (0,)
+
+
+def test_score_tensor_is_exact_and_differentiable(tiny):
+    detector, _, x, _ = tiny
+    batch = tf.constant(x[:12])
+    with tf.GradientTape() as tape:
+        tape.watch(batch)
+        values = detector.score_tensor(batch)
+        total = tf.reduce_sum(values)
+    assert values.dtype == tf.float32 and values.shape == (12,)
+    np.testing.assert_allclose(values.numpy(), detector.score(x[:12]), atol=1e-6)
+    grad = tape.gradient(total, batch).numpy()
+    # Directional derivative against central finite differences (float64 reference).
+    direction = np.random.default_rng(3).normal(size=x[:12].shape).astype("float32")
+    eps = 1e-2
+    plus = detector.score(x[:12] + eps * direction)
+    minus = detector.score(x[:12] - eps * direction)
+    numeric = (plus - minus).sum() / (2 * eps)
+    analytic = float(np.sum(grad * direction))
+    assert abs(analytic) > 1e-4
+    np.testing.assert_allclose(analytic, numeric, rtol=0.05)
+
+
+def test_calibrate_and_predict(tiny):
+    detector, _, x, y = tiny
+    clean = x[y == 0]
+    detector = detector.clone()  # leave the shared fixture uncalibrated
+    detector.fit(x, y, epochs=1, batch_size=30, verbose=0)
+    assert detector.calibrate(clean, fpr=0.1) is detector
+    scores = np.sort(detector.score(clean))
+    n = len(scores)
+    # Independent rule: at most fpr * n clean scores strictly above the threshold,
+    # and the threshold is one of the scores (the smallest such).
+    above = np.sum(scores > detector.threshold_)
+    assert above <= 0.1 * n and detector.threshold_ in scores
+    smaller = scores[scores < detector.threshold_]
+    if len(smaller):
+        assert np.sum(scores > smaller.max()) > 0.1 * n
+    assert detector.fpr_ == 0.1 and detector.n_calibration_ == n
+    decisions = detector.predict(x)
+    assert decisions.dtype == bool and decisions.shape == (90,)
+    np.testing.assert_array_equal(decisions, detector.score(x) > detector.threshold_)
+    for fpr in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="fpr"):
+            detector.calibrate(clean, fpr=fpr)
+
+
+def test_clone_keeps_medoids_and_standardization_with_a_fresh_head(tiny):
+    detector, _, x, y = tiny
+    keras.utils.set_random_seed(7)
+    clone = detector.clone()
+    assert type(clone) is MedoidLSTMDetector and clone is not detector
+    assert getattr(clone, "threshold_", None) is None and not clone.compiled
+    assert clone.tap_names == detector.tap_names and clone.lstm_units == detector.lstm_units
+    np.testing.assert_array_equal(clone.features(x), detector.features(x))
+    for a, b in zip(clone.distance.weights, detector.distance.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert clone.distance.standardize
+    # The trainable part is new ...
+    assert not np.allclose(np.asarray(clone.lstm.weights[0]), np.asarray(detector.lstm.weights[0]))
+    # ... and training it on another split leaves the original alone.
+    before = [np.asarray(w).copy() for w in detector.trainable_weights]
+    clone.fit(x[::-1], y[::-1], epochs=1, batch_size=30, verbose=0)
+    for a, b in zip(before, detector.trainable_weights, strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_save_load_keras_file_and_archive(tiny, tmp_path):
+    from keras_advguard.detectors import load_detector
+
+    detector, classifier, x, y = tiny
+    detector = detector.clone()
+    detector.fit(x, y, epochs=1, batch_size=30, verbose=0)
+    detector.calibrate(x[y == 0], fpr=0.2)
+    scores = detector.score(x)
+    for name in ("detector.keras", "detector.advguard"):
+        path = tmp_path / name
+        assert detector.save(path) == path
+        loaded = MedoidLSTMDetector.load(path)
+        assert isinstance(loaded, MedoidLSTMDetector)
+        np.testing.assert_array_equal(loaded.score(x), scores)
+        assert loaded.threshold_ == detector.threshold_ and loaded.fpr_ == 0.2
+        assert loaded.n_calibration_ == detector.n_calibration_
+        np.testing.assert_array_equal(loaded.predict(x), detector.predict(x))
+        # A classifier with the same weights is accepted and used ...
+        twin = keras.models.clone_model(classifier)
+        twin.set_weights(classifier.get_weights())
+        attached = MedoidLSTMDetector.load(path, model=twin)
+        assert attached.model is twin and attached.threshold_ == detector.threshold_
+        np.testing.assert_allclose(attached.score(x), scores, atol=1e-6)
+        # ... one with other weights is refused, naming both fingerprints.
+        other = keras.models.clone_model(classifier)
+        with pytest.raises(ValueError, match="SHA-256") as error:
+            MedoidLSTMDetector.load(path, model=other)
+        digests = set(re.findall(r"[0-9a-f]{64}", str(error.value)))
+        assert len(digests) == 2 and str(path) in str(error.value)
+    keras_file = keras.models.load_model(tmp_path / "detector.keras")  # safe mode
+    assert keras_file.threshold_ == detector.threshold_
+    assert isinstance(load_detector(tmp_path / "detector.advguard"), MedoidLSTMDetector)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.advguard", "detector.keras"]
+
+
+def test_failed_save_keeps_the_old_file(tiny, tmp_path, monkeypatch):
+    detector, _, x, _ = tiny
+    path = tmp_path / "detector.keras"
+    detector.save(path)
+    expected = detector.score(x)
+
+    def broken_save(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.Model, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        detector.save(path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["detector.keras"]
+    np.testing.assert_array_equal(MedoidLSTMDetector.load(path).score(x), expected)
+
+
+def test_fit_and_score_refuse_non_finite_inputs(tiny):
+    detector, _, x, y = tiny
+    detector = detector.clone()
+    bad = x.copy()
+    bad[4, 2] = np.nan
+    bad[7, 0] = np.inf
+    with pytest.raises(ValueError, match=r"`x`.*1 NaN and 1 infinite"):
+        detector.fit(bad, y, epochs=1, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((bad, y)).batch(10)
+    with pytest.raises(ValueError, match="finite"):
+        detector.fit(dataset, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data\[0\]"):
+        detector.fit(x, y, epochs=1, verbose=0, validation_data=(bad, y))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        detector.fit(x, y * 2, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="same length"):
+        detector.fit(x, y[:10], epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`x`.*NaN"):
+        detector.score(bad)
+    with pytest.raises(ValueError, match=r"shape \(N, 6\)"):
+        detector.score(x[:, :5])
+    # Building from training data goes through the same checked pass.
+    classifier = detector.base_model
+    with pytest.raises(ValueError, match=r"`x`.*1 NaN"):
+        MedoidLSTMDetector.from_training_data(classifier, bad, np.arange(90) % 3, layers="fc1")
+    with pytest.raises(ValueError, match="must not be empty"):
+        MedoidLSTMDetector.from_training_data(classifier, x[:0], np.zeros(0, int), layers="fc1")
