@@ -2,12 +2,12 @@
 
 import keras
 
-from keras_advguard import _validation
+from keras_advguard import _graph, _selectors, _validation
 from keras_advguard._naming import SANITIZER_SUFFIX as SANITIZER_SUFFIX
 from keras_advguard._naming import sanitizer_name as sanitizer_name
 from keras_advguard.attacks.bpda import bpda as _bpda
-from keras_advguard.detector_model import rebuild_model, resolve_layers
-from keras_advguard.layers import MaskSanitizer
+from keras_advguard.layers import MaskSanitizer, _stateless
+from keras_advguard.saving import make_save_atomic
 
 
 def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):
@@ -27,7 +27,9 @@ def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):
     (`sanitizer.__class__.from_config(sanitizer.get_config())`), named
     `sanitizer_name(path)` (`"conv1_sanitizer"`). Sanitizers are stateless,
     so the copies behave identically. The result saves to `.keras` and
-    reloads with `keras.models.load_model` in safe mode.
+    reloads with `keras.models.load_model` in safe mode; its `save` writes
+    atomically (`keras_advguard.save_model`: a temporary file beside the
+    target, then `os.replace`), so an interrupted save keeps the old file.
 
     With `bpda=True`, each sanitizer is wrapped in the BPDA identity
     (`keras_advguard.attacks.bpda`): the forward pass computes
@@ -68,7 +70,8 @@ def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):
             lists the valid layers), `after` is empty, the model is
             unbuilt, subclassed, multi-input or multi-output, two nested
             layers share a name (the flat model needs unique names), `sanitizer`
-            holds weights, or the sanitizer cannot take the output of a
+            holds weights or creates weights when built (an unbuilt
+            `keras.layers.Dense`), or the sanitizer cannot take the output of a
             chosen layer (its rank, or an output that is not one tensor).
 
     Example:
@@ -103,8 +106,14 @@ def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):
             "Argument `after` must select at least one layer (a name, a class, "
             f"a predicate, a preset or a list of them). Received: after={after!r}"
         )
-    paths = resolve_layers(model, after)
-    taken = _leaf_names(model)
+    _check_after(after)
+    graph = _graph.trace(model)  # inspected once: selection and names
+    try:
+        paths = _selectors.resolve_layers(graph, after)
+    except ValueError as error:
+        # `resolve_layers` names its argument `layers`; here it is `after`.
+        raise ValueError(str(error).replace("in `layers`", "in `after`")) from None
+    taken = _leaf_names(graph)
 
     # === One fresh, uniquely named copy per selected layer ===
     config = sanitizer.get_config()
@@ -129,15 +138,21 @@ def sanitize(model, after, sanitizer=None, *, bpda=False, name=None):
                 f"{type(output).__name__}); a sanitizer cannot follow it."
             )
         try:
-            return _bpda(copy)(output) if bpda else copy(output)
+            result = _bpda(copy)(output) if bpda else copy(output)
         except ValueError as error:
             raise ValueError(
                 f"Cannot insert {type(copy).__name__} after layer '{path}' "
                 f"(output shape {tuple(output.shape)}): {error}"
             ) from error
+        # An unbuilt layer has no weights until this first call builds it
+        # (`keras.layers.Dense(64)`): refuse it now that it is built.
+        _stateless.check_no_weights(
+            "sanitizer", copy, f"once built on the output of layer '{path}'"
+        )
+        return result
 
     default = f"{model.name}_sanitized" + ("_bpda" if bpda else "")
-    return rebuild_model(model, after=insert, name=name or default)
+    return make_save_atomic(_graph.rebuild_model(model, after=insert, name=name or default))
 
 
 def _check_sanitizer(sanitizer):
@@ -161,10 +176,28 @@ def _check_sanitizer(sanitizer):
         )
 
 
-def _leaf_names(model):
+def _check_after(after):
+    """Each selector in `after` has a type `resolve_layers` accepts."""
+    for selector in after if isinstance(after, (list, tuple)) else [after]:
+        if isinstance(selector, type):
+            if not issubclass(selector, keras.layers.Layer):
+                raise TypeError(
+                    "A class given in `after` must be a subclass of keras.layers.Layer. "
+                    f"Received: after={after!r}"
+                )
+        elif not isinstance(selector, (str, keras.layers.Layer)) and not callable(selector):
+            raise TypeError(
+                "Argument `after` must be a layer name or path, a preset name, a "
+                "layer class, a layer object, a predicate `layer -> bool`, or a "
+                f"list of them. Received: after={after!r} (an entry of type "
+                f"{type(selector).__name__})"
+            )
+
+
+def _leaf_names(graph):
     """Names of every layer the flattened model will contain (checked unique)."""
     paths_by_name = {}
-    for path in resolve_layers(model, lambda layer: True):
+    for path in graph.leaf_paths():
         paths_by_name.setdefault(path.rsplit("/", 1)[-1], []).append(path)
     for name, paths in paths_by_name.items():
         if len(paths) > 1:

@@ -138,9 +138,20 @@ def check_step(eps, eps_iter, nb_iter):
 
 
 def check_inputs(x, clip_min, clip_max, name="x"):
-    """`x` as a float32 array of rank >= 2, every value in the clip range."""
+    """`x` as a float32 array of rank >= 2, finite, every value in the clip range.
+
+    The one input check of every attack (`run_attack` calls it on `x`; an
+    attack's extra image arguments, such as `boundary`'s `starting_points`,
+    too). NaN and infinite values are refused before the range check: NaN
+    defeats `min`/`max` comparisons, and an infinite value passes an infinite
+    clip range. The check runs on the float32 array (a value finite in float64
+    but beyond float32's range is infinite after the cast) and counts the bad
+    values (`_validation.check_finite`).
+    """
     x = _validation.check_array(name, x, min_ndim=2, dtype_kind="fiu")
-    x = x.astype("float32", copy=False)
+    with np.errstate(over="ignore"):  # reported as infinite just below
+        x = x.astype("float32", copy=False)
+    _validation.check_finite(name, x)
     lo, hi = float(np.min(x)), float(np.max(x))
     if lo < clip_min or hi > clip_max:
         raise ValueError(

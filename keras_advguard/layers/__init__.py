@@ -9,6 +9,7 @@ Public layers are re-exported one per line with the explicit `X as X` form
 """
 
 from keras_advguard.layers.bit_depth_squeezer import BitDepthSqueezer as BitDepthSqueezer
+from keras_advguard.layers.dense_logits import DenseLogits as DenseLogits
 from keras_advguard.layers.mask_sanitizer import MaskSanitizer as MaskSanitizer
 from keras_advguard.layers.median_sanitizer import MedianSanitizer as MedianSanitizer
 from keras_advguard.layers.median_smoothing_squeezer import (

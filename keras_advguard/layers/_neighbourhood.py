@@ -19,7 +19,9 @@ Border and anchoring conventions follow `scipy.ndimage` (`mode="reflect"`,
 origin 0): a window of size `k` covers the offsets `-(k // 2) .. (k - 1) // 2`,
 and the map is extended by symmetric reflection with the edge value repeated
 (`numpy.pad(mode="symmetric")`, TF `SYMMETRIC`), periodically when the window
-is larger than the map.
+is larger than the map. The layers refuse windows and patches wider than
+`2 n + 1` (`check_window_size`: one reflection per border); the non-local
+means filter clips its search window to the offsets that reach the map.
 """
 
 import functools
@@ -50,6 +52,43 @@ def check_map_rank(layer_name, input_shape):
             f"Received: input_shape={tuple(input_shape)}"
         )
     return 1 if rank == 2 else 2
+
+
+def check_window_size(layer_name, arg_name, size, shape):
+    """Refuse a window that reaches past the symmetric reflection of the map.
+
+    A window of `size` reads `size // 2` positions beyond each border. Up to
+    the map's own size that is one mirror image of the map (`numpy.pad(mode=
+    "symmetric")`); a wider window wraps around into reflections of the
+    reflection, so its values repeat and it measures nothing a window of
+    `2 n + 1` does not, while its cost grows with `size ** d` (a 40 x 40
+    median on a 4 x 4 map: 1600 views of the map, minutes and gigabytes). So
+    `size <= 2 n + 1` on every spatial axis whose size `n` is static; axes of
+    unknown size are not checked.
+
+    Args:
+        layer_name: the layer's class name, for the message.
+        arg_name: the argument's name (`"window"`, `"patch"`).
+        size: the window size.
+        shape: the input shape, `(B, N)` or `(B, H, W, C)` (or the
+            channels-last `(B, S_1, ..., S_d, C)` layout).
+
+    Raises:
+        ValueError: the window is larger than `2 n + 1` on some axis.
+    """
+    spatial = tuple(shape)[1:2] if len(shape) == 2 else tuple(shape)[1:-1]
+    known = [int(n) for n in spatial if n is not None]
+    if not known:
+        return
+    limit = 2 * min(known) + 1
+    if size > limit:
+        raise ValueError(
+            f"Argument `{arg_name}` of {layer_name} is larger than the map reflected "
+            f"at its borders: a map of spatial shape {spatial} allows at most "
+            f"2 * {min(known)} + 1 = {limit} (a wider window only repeats values "
+            f"of the reflection, at a cost growing with {arg_name}**{len(spatial)}). "
+            f"Received: {arg_name}={size}"
+        )
 
 
 def to_channels_last(x):
@@ -456,9 +495,18 @@ def nl_means_filter(x, patch, search, inv_h2, joint_channels=False, pair_offsets
     """
     num_spatial = len(x.shape) - 2
     p_before, p_after = window_bounds(patch)
-    s_before, s_after = window_bounds(search)
-    s_extra = s_before + s_after
-    far = [(s_before, s_after)] * num_spatial
+    # The search window, per axis, clipped to the offsets that can reach
+    # inside the map (|o| <= n - 1 where the size n is static): the others
+    # only ever meet masked-out candidates, so dropping them changes nothing
+    # but the cost of a window far larger than the map.
+    bounds = []
+    for n in x.shape[1 : num_spatial + 1]:
+        before, after = window_bounds(search)
+        if n is not None:
+            before, after = min(before, n - 1), min(after, n - 1)
+        bounds.append((before, after))
+    far = bounds
+    extras = [before + after for before, after in bounds]
     patches = symmetric_pad(x, [(p_before, p_after)] * num_spatial)
     # Candidates outside the map are read from zeros and masked out.
     patches_far = zero_pad(patches, far)
@@ -467,12 +515,13 @@ def nl_means_filter(x, patch, search, inv_h2, joint_channels=False, pair_offsets
     inside_far = zero_pad(inside, far)
 
     def at(padded, offset):
-        return shift(padded, [s_before + o for o in offset], [s_extra] * num_spatial)
+        starts = [before + o for (before, _), o in zip(bounds, offset, strict=True)]
+        return shift(padded, starts, extras)
 
     # The offset 0 contributes w(i, i) = 1 and a(i) - a(i) = 0.
     weight_sum = ops.ones_like(x)
     weighted = ops.zeros_like(x)
-    for offset, mirrored in _offset_pairs(search, num_spatial, pair_offsets):
+    for offset, mirrored in _offset_pairs(bounds, pair_offsets):
         distance = box_sum(ops.square(patches - at(patches_far, offset)), patch, num_spatial)
         if joint_channels:
             distance = ops.sum(distance, axis=-1, keepdims=True)
@@ -490,18 +539,17 @@ def nl_means_filter(x, patch, search, inv_h2, joint_channels=False, pair_offsets
     return x + weighted / weight_sum
 
 
-def _offset_pairs(search, num_spatial, pair=True):
+def _offset_pairs(bounds, pair=True):
     """The non-zero search offsets, each `-o` folded into `o` when both are in the window.
 
-    Yields `(offset, mirrored)`: with `mirrored`, the caller also handles
-    `-offset`. Windows of even size are not symmetric (scipy anchoring), so
-    some offsets there have no mirror and come alone.
+    `bounds` holds one `(before, after)` pair per spatial axis: the offsets
+    `-before .. after` along it. Yields `(offset, mirrored)`: with
+    `mirrored`, the caller also handles `-offset`. Windows of even size are
+    not symmetric (scipy anchoring), so some offsets there have no mirror
+    and come alone.
     """
-    offsets = [
-        o
-        for o in itertools.product(window_offsets(search), repeat=num_spatial)
-        if any(v != 0 for v in o)
-    ]
+    ranges = [range(-before, after + 1) for before, after in bounds]
+    offsets = [o for o in itertools.product(*ranges) if any(v != 0 for v in o)]
     present = set(offsets)
     for o in offsets:
         minus = tuple(-v for v in o)

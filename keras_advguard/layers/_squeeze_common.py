@@ -1,6 +1,6 @@
-"""Argument checks and dtype rules shared by the input squeezer layers."""
+"""Argument checks shared by the input squeezer layers (dtype rule: `_precision`)."""
 
-import keras
+import math
 
 from keras_advguard import _validation
 
@@ -10,7 +10,7 @@ def check_value_range(value_range):
 
     Raises:
         TypeError: if it is not a pair of real numbers.
-        ValueError: if it does not hold two values or `low >= high`.
+        ValueError: if it does not hold two finite values or `low >= high`.
     """
     if isinstance(value_range, (str, bytes)) or not hasattr(value_range, "__len__"):
         raise TypeError(
@@ -25,17 +25,15 @@ def check_value_range(value_range):
     low, high = value_range
     _validation.check_number("value_range[0]", low)
     _validation.check_number("value_range[1]", high)
+    if not (math.isfinite(float(low)) and math.isfinite(float(high))):
+        raise ValueError(
+            f"Argument `value_range` must hold finite values. Received: value_range={value_range!r}"
+        )
     if not float(low) < float(high):
         raise ValueError(
             f"Argument `value_range` must satisfy low < high. Received: value_range={value_range!r}"
         )
     return float(low), float(high)
-
-
-def work_dtype(dtype):
-    """float32 for half-precision dtypes, the dtype itself otherwise."""
-    dtype = keras.backend.standardize_dtype(dtype)
-    return "float32" if dtype in ("float16", "bfloat16") else dtype
 
 
 def check_image_rank(layer_name, input_shape):

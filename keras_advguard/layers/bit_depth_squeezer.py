@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_advguard import _validation
-from keras_advguard.layers import _squeeze_common
+from keras_advguard.layers import _precision, _squeeze_common
 
 _MAX_BITS = 24  # 2**24 - 1 levels are still exact integers in float32.
 
@@ -83,7 +83,7 @@ class BitDepthSqueezer(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
-        work = ops.cast(x, _squeeze_common.work_dtype(x.dtype))
+        work = ops.cast(x, _precision.work_dtype(x.dtype))
         low, high = self.value_range
         levels = float(2**self.bits - 1)
         width = high - low

@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from keras_advguard import _validation
-from keras_advguard.layers import _neighbourhood
+from keras_advguard.layers import _neighbourhood, _precision
 
 _MODES = ("relative", "quantile", "absolute")
 # Relative slack on q * n before rounding up, so that decimal fractions such
@@ -80,8 +80,8 @@ class MaskSanitizer(keras.layers.Layer):
     Raises:
         TypeError: if `alpha`, `q` or `threshold` is not a number.
         ValueError: for an unknown `mode`, a missing parameter of the mode,
-            a parameter set for another mode, a value out of range, or an
-            input rank other than 2 or 4.
+            a parameter set for another mode, a value out of range (an
+            infinite `threshold` included), or an input rank other than 2 or 4.
 
     Example:
 
@@ -115,6 +115,11 @@ class MaskSanitizer(keras.layers.Layer):
         threshold = self._check_mode_argument("threshold", threshold, "absolute", mode)
         if threshold is not None:
             _validation.check_number("threshold", threshold)
+            if not math.isfinite(threshold):
+                # +inf masks every unit, -inf none: neither is a sanitizer.
+                raise ValueError(
+                    f"Argument `threshold` must be finite. Received: threshold={threshold}"
+                )
             threshold = float(threshold)
         self.mode = mode
         self.alpha = alpha
@@ -141,9 +146,7 @@ class MaskSanitizer(keras.layers.Layer):
         x = ops.cast(inputs, self.compute_dtype)
         if self.mode == "relative" and keras.backend.backend() == "tensorflow":
             return _compiled_relative_mask(self.alpha, len(x.shape))(x)
-        work = x
-        if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
-            work = ops.cast(x, "float32")
+        work = ops.cast(x, _precision.work_dtype(x.dtype))
         spatial_axes = (1,) if len(x.shape) == 2 else (1, 2)
         if self.mode == "relative":
             tau = self.alpha * ops.max(work, axis=spatial_axes, keepdims=True)
@@ -213,9 +216,7 @@ def _compiled_relative_mask(alpha, rank):
     axes = [1] if rank == 2 else [1, 2]
 
     def mask(x):
-        work = x
-        if x.dtype in (tf.float16, tf.bfloat16):
-            work = tf.cast(x, tf.float32)
+        work = tf.cast(x, _precision.work_dtype(x.dtype))
         tau = tf.constant(alpha, work.dtype) * tf.reduce_max(work, axis=axes, keepdims=True)
         return tf.where(work >= tf.stop_gradient(tau), x, tf.zeros((), x.dtype))
 

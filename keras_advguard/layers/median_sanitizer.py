@@ -25,8 +25,10 @@ class MedianSanitizer(keras.layers.Layer):
       on each spatial axis (centred for odd windows; for even windows the
       extra position is before the centre, as scipy anchors them);
     - borders are extended by symmetric reflection with the edge value
-      repeated (`numpy.pad(mode="symmetric")`, TF `SYMMETRIC`), periodically
-      when the window is larger than the map;
+      repeated (`numpy.pad(mode="symmetric")`, TF `SYMMETRIC`); the window
+      may reach one reflection past each border, so it is at most `2 n + 1`
+      on an axis of size `n` (a wider one only repeats values; it is
+      refused when the layer is built);
     - for an even window the median of the `n` values is the order
       statistic of ascending rank `n // 2` (0-based), i.e. the upper of the
       two middle values, not their mean. The output is always one of the
@@ -58,7 +60,8 @@ class MedianSanitizer(keras.layers.Layer):
 
     Raises:
         TypeError: if `window` is not an integer.
-        ValueError: if `window < 1`, or the input rank is not 2 or 4.
+        ValueError: if `window < 1`, the input rank is not 2 or 4, or
+            `window` exceeds `2 n + 1` for a spatial size `n` of the input.
 
     Example:
 
@@ -83,9 +86,11 @@ class MedianSanitizer(keras.layers.Layer):
 
     def build(self, input_shape):
         _neighbourhood.check_map_rank(type(self).__name__, input_shape)
+        _neighbourhood.check_window_size(type(self).__name__, "window", self.window, input_shape)
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
+        _neighbourhood.check_window_size(type(self).__name__, "window", self.window, x.shape)
         y, num_spatial, restore = _neighbourhood.to_channels_last(x)
         return restore(_neighbourhood.compiled_median_filter(y, self.window, num_spatial))
 

@@ -57,7 +57,8 @@ class MedianSmoothingSqueezer(keras.layers.Layer):
 
     Raises:
         TypeError: if `window` is not an integer.
-        ValueError: if `window < 1` or the input is not rank 4.
+        ValueError: if `window < 1`, the input is not rank 4, or `window`
+            exceeds `2 n + 1` for the image height or width `n`.
 
     Example:
 
@@ -79,9 +80,11 @@ class MedianSmoothingSqueezer(keras.layers.Layer):
 
     def build(self, input_shape):
         _squeeze_common.check_image_rank(type(self).__name__, input_shape)
+        _neighbourhood.check_window_size(type(self).__name__, "window", self.window, input_shape)
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
+        _neighbourhood.check_window_size(type(self).__name__, "window", self.window, x.shape)
         return _neighbourhood.compiled_median_filter(x, self.window, 2)
 
     def compute_output_shape(self, input_shape):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_advguard import _validation
-from keras_advguard.layers import _neighbourhood
+from keras_advguard.layers import _neighbourhood, _precision
 
 _H_MODES = ("relative", "absolute")
 
@@ -30,7 +30,10 @@ class NLMeansSanitizer(keras.layers.Layer):
     - `h_mode="relative"` (default): the filtering strength is `h` times the
       standard deviation of the map (population, per sample and channel);
       `h^2` is floored at the dtype's smallest normal number, so a constant
-      map (std 0) comes back unchanged. `h_mode="absolute"`: `h` as given.
+      map (std 0) comes back unchanged. The map is filtered divided by a
+      power of two near its largest magnitude and scaled back, so the
+      relative mode is scale-equivariant (`s(c a) = c s(a)`) across the
+      whole float32 range. `h_mode="absolute"`: `h` as given.
 
     Memory stays a few times the input: the `search^d` offsets are unrolled
     at trace time, each adding its weights and weighted values to running
@@ -62,7 +65,9 @@ class NLMeansSanitizer(keras.layers.Layer):
         TypeError: if `patch` or `search` is not an integer or `h` not a
             number.
         ValueError: if `patch` or `search` is `< 1`, `h <= 0`, `h_mode` is
-            unknown, or the input rank is not 2 or 4.
+            unknown, the input rank is not 2 or 4, or `patch` exceeds
+            `2 n + 1` for a spatial size `n` of the input (a `search`
+            window wider than the map is clipped to it, exactly).
 
     Example:
 
@@ -91,23 +96,39 @@ class NLMeansSanitizer(keras.layers.Layer):
 
     def build(self, input_shape):
         _neighbourhood.check_map_rank(type(self).__name__, input_shape)
+        _neighbourhood.check_window_size(type(self).__name__, "patch", self.patch, input_shape)
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
-        work_dtype = keras.backend.standardize_dtype(x.dtype)
-        if work_dtype in ("float16", "bfloat16"):
-            work_dtype = "float32"
+        _neighbourhood.check_window_size(type(self).__name__, "patch", self.patch, x.shape)
+        work_dtype = _precision.work_dtype(x.dtype)
         work = ops.cast(x, work_dtype)
         y, num_spatial, restore = _neighbourhood.to_channels_last(work)
+        floor = ops.convert_to_tensor(_neighbourhood.smallest_normal(work_dtype), work_dtype)
         if self.h_mode == "relative":
+            # Filter the map divided by a power of two just below its largest
+            # magnitude (per sample and channel), then scale back: the
+            # squared patch distances and the variance stay inside the
+            # dtype's range (a map of ~1e19 squares past float32's largest
+            # value; one of ~1e-19 below its smallest normal), and the
+            # result is scale-equivariant, filter(c a) = c filter(a), across
+            # the whole range. Dividing by a power of two is exact, and the
+            # scale carries no gradient: the filter is homogeneous of degree
+            # one in `a`, so its gradient is the unscaled filter's.
             spatial_axes = tuple(range(1, num_spatial + 1))
+            largest = ops.max(ops.abs(y), axis=spatial_axes, keepdims=True)
+            exponent = ops.floor(ops.log2(ops.maximum(largest, floor)))
+            scale = ops.stop_gradient(ops.power(ops.cast(2.0, work_dtype), exponent))
+            y = y / scale
             variance = ops.var(y, axis=spatial_axes, keepdims=True)
             h2 = (self.h * self.h) * variance
         else:
+            scale = None
             h2 = ops.convert_to_tensor(self.h * self.h, dtype=work_dtype)
-        floor = _neighbourhood.smallest_normal(work_dtype)
-        inv_h2 = 1.0 / ops.maximum(h2, ops.convert_to_tensor(floor, dtype=work_dtype))
+        inv_h2 = 1.0 / ops.maximum(h2, floor)
         out = _neighbourhood.nl_means_filter(y, self.patch, self.search, inv_h2)
+        if scale is not None:
+            out = out * scale
         return ops.cast(restore(out), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_advguard import _validation
-from keras_advguard.layers import _neighbourhood, _squeeze_common
+from keras_advguard.layers import _neighbourhood, _precision, _squeeze_common
 
 
 @keras.saving.register_keras_serializable(package="keras_advguard")
@@ -88,8 +88,9 @@ class NLMeansSqueezer(keras.layers.Layer):
         TypeError: if `search` or `patch` is not an integer, `strength` not a
             number or `value_range` not a pair of numbers.
         ValueError: if `search` or `patch` is `< 1`, `strength <= 0`,
-            `value_range` not increasing, or the input is not rank 4 with a
-            known number of channels.
+            `value_range` not increasing, the input is not rank 4 with a
+            known number of channels, or `patch` exceeds `2 n + 1` for the
+            image height or width `n`.
 
     Example:
 
@@ -127,10 +128,12 @@ class NLMeansSqueezer(keras.layers.Layer):
 
     def build(self, input_shape):
         self._check_shape(input_shape)
+        _neighbourhood.check_window_size(type(self).__name__, "patch", self.patch, input_shape)
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
-        dtype = _squeeze_common.work_dtype(x.dtype)
+        _neighbourhood.check_window_size(type(self).__name__, "patch", self.patch, x.shape)
+        dtype = _precision.work_dtype(x.dtype)
         work = ops.cast(x, dtype)
         low, high = self.value_range
         scale = 255.0 / (high - low)

@@ -6,7 +6,7 @@ One call checks what every keras_advguard layer promises:
    arguments; it survives a JSON round trip, `from_config`, and
    `keras.saving.serialize_keras_object` under the registered name
    `"keras_advguard>ClassName"`.
-2. The layer has no weights.
+2. The layer has no weights (unless `stateless=False`: a wrapper of variables).
 3. Symbolic call (batch size `None`) and `compute_output_shape` give the
    expected shape; eager calls give the expected shape and
    `layer.compute_dtype`, for the full batch and a single sample.
@@ -21,11 +21,11 @@ One call checks what every keras_advguard layer promises:
 
 import inspect
 import json
-import os
-import tempfile
 
 import keras
 import numpy as np
+
+from tests._model_saving_test_case import run_model_saving_test
 
 _PRECISIONS = ("float16", "float64", "mixed_float16")
 
@@ -105,14 +105,9 @@ def _check_saving(cls, init_kwargs, input_data):
     inputs = keras.Input(shape=input_data.shape[1:])
     outputs = cls(**init_kwargs)(inputs)
     model = keras.Model(inputs, outputs)
-    expected = keras.ops.convert_to_numpy(model(input_data))
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.keras")
-        model.save(path)
-        loaded = keras.models.load_model(path, safe_mode=True)
+    loaded = run_model_saving_test(keras.Model, model=model, input_data=input_data, atol=0, rtol=0)
     if not any(isinstance(layer, cls) for layer in loaded.layers):
         raise AssertionError(f"the reloaded model holds no {cls.__name__}")
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(input_data)), expected)
 
 
 def _check_training(cls, init_kwargs, input_data):
@@ -146,6 +141,7 @@ def run_layer_test(
     run_precision_checks=True,
     run_saving_check=True,
     run_training_check=True,
+    stateless=True,
 ):
     """Run the standard checks on a stateless keras_advguard layer.
 
@@ -163,6 +159,8 @@ def run_layer_test(
         run_precision_checks: run the float16/float64/mixed_float16 checks.
         run_saving_check: run the `.keras` save and safe-mode reload.
         run_training_check: run one training step through the layer.
+        stateless: check that the layer holds no weights. `False` for a
+            layer wrapping variables (`DenseLogits`, `MedoidDistance`).
 
     Returns:
         The float32 eager output as a numpy array.
@@ -181,9 +179,9 @@ def run_layer_test(
         raise AssertionError(f"symbolic output shape {symbolic_output.shape}")
     if keras.backend.standardize_dtype(symbolic_output.dtype) != layer.compute_dtype:
         raise AssertionError(f"symbolic output dtype {symbolic_output.dtype}")
-    if tuple(layer.compute_output_shape(symbolic.shape)) != tuple(symbolic.shape):
-        raise AssertionError("compute_output_shape differs from the input shape")
-    if layer.weights:
+    if tuple(layer.compute_output_shape(symbolic.shape)) != tuple(symbolic_output.shape):
+        raise AssertionError("compute_output_shape differs from the symbolic output shape")
+    if stateless and layer.weights:
         raise AssertionError(f"a stateless layer has weights: {layer.weights}")
 
     output = keras.ops.convert_to_numpy(layer(input_data))

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_advguard.detectors import ClassMedoids
 from keras_advguard.layers.medoid_distance import MedoidDistance
+from tests.layers._layer_test_case import run_layer_test
 
 
 def numpy_distances(activations, medoids):
@@ -182,4 +183,20 @@ def test_mixed_precision_output_dtype():
         np.asarray(features, np.float32),
         numpy_distances(activations, medoids),
         rtol=2e-3,
+    )
+
+
+def test_standard_layer_checks():
+    x = np.random.default_rng(5).normal(size=(4, 3)).astype("float32")
+    # A new layer's medoids are zeros: every distance is the activation's norm.
+    expected = np.repeat(np.linalg.norm(x, axis=1)[:, None, None], 2, axis=2)
+    run_layer_test(
+        MedoidDistance,
+        {"medoid_shapes": [[2, 3]]},
+        x,
+        expected_output_shape=(4, 1, 2),
+        expected_output=expected,
+        atol=1e-5,
+        rtol=1e-5,
+        stateless=False,
     )

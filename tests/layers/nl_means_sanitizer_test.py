@@ -134,6 +134,21 @@ def test_gradient_is_finite_on_constant_maps():
         loss = tf.reduce_sum(NLMeansSanitizer()(x) ** 2)
     grad = tape.gradient(loss, x).numpy()
     assert np.all(np.isfinite(grad))
+    # On a constant map every weight is 1 and the weights' own derivative is
+    # 0 (squared patch differences, all 0), so s = A a with A the mean over
+    # the clipped 7 x 7 search window: d/da sum(s^2) = 2 A^T s, s = 3.
+    counts = [
+        [min(i + 3, 3) - max(i - 3, 0) + 1 for i in range(4)],
+        [min(j + 3, 4) - max(j - 3, 0) + 1 for j in range(5)],
+    ]
+    inv_size = 1.0 / np.outer(counts[0], counts[1])  # 1 / |S(i)|
+    expected = np.zeros((4, 5))
+    for i in range(4):
+        for j in range(5):
+            expected[max(i - 3, 0) : i + 4, max(j - 3, 0) : j + 4] += inv_size[i, j]
+    expected = 2 * 3.0 * expected
+    for c in range(2):
+        np.testing.assert_allclose(grad[0, :, :, c], expected, rtol=1e-5)
 
 
 def test_dynamic_shapes_and_xla():
@@ -229,7 +244,7 @@ def test_paired_offsets_equal_every_offset_on_its_own(search, joint):
     paired = _neighbourhood.nl_means_filter(*args, pair_offsets=True)
     alone = _neighbourhood.nl_means_filter(*args, pair_offsets=False)
     np.testing.assert_allclose(np.asarray(paired), np.asarray(alone), rtol=1e-12, atol=1e-12)
-    pairs = list(_neighbourhood._offset_pairs(search, 2))
+    pairs = list(_neighbourhood._offset_pairs([_neighbourhood.window_bounds(search)] * 2))
     covered = len(pairs) + sum(mirrored for _, mirrored in pairs)
     assert covered == search * search - 1
 
