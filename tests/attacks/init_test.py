@@ -6,28 +6,34 @@ import inspect
 import keras_advguard.attacks as attacks
 
 ATTACKS = [
+    "apgd",
     "bim",
     "boundary",
     "carlini_wagner_l2",
     "deepfool",
+    "feature_matching",
     "fgsm",
     "gradient_attack",
     "mim",
     "one_pixel",
+    "orthogonal_pgd",
     "pgd",
+    "selective_pgd",
     "spsa",
     "uniform_noise",
 ]
 
 
 def test_public_names():
-    assert sorted(attacks.__all__) == sorted([*ATTACKS, "AttackResult", "bpda", "pgd_with_loss"])
+    assert sorted(attacks.__all__) == sorted(
+        [*ATTACKS, "AttackResult", "bpda", "eot", "pgd_with_loss"]
+    )
     for name in attacks.__all__:
         assert getattr(attacks, name).__doc__
 
 
 def test_one_function_per_module_named_after_it():
-    for name in [*ATTACKS, "bpda", "pgd_with_loss"]:
+    for name in [*ATTACKS, "bpda", "eot", "pgd_with_loss"]:
         module = importlib.import_module(f"keras_advguard.attacks.{name}")
         public = [
             n
