@@ -1,337 +1,455 @@
-"""The `advguard` command line: `advguard demo`.
+"""The `advguard` command line: `advguard evaluate`, `advguard demo`, `advguard --version`.
 
 The CLI composes the library's floors below it and holds no method logic of
-its own: datasets and reference models, `DetectorModel` taps, attacks, and
-the detection metrics and plots.
+its own: it checks every argument before any work starts (one line on
+stderr and exit code 2 for a bad one), loads the model and the data, runs
+`keras_advguard.evaluate` and writes its report. Nothing is written until
+the report is complete, and the report folder is written as a whole.
 """
 
 import argparse
 import os
 import sys
-import time
 
-DEMO_ATTACKS = {
-    # name: (attack function name, keyword arguments)
-    "FGSM": ("fgsm", {"eps": 0.1}),
-    "PGD": ("pgd", {"eps": 0.1, "eps_iter": 0.01, "nb_iter": 20}),
+# Reference model (architecture, epochs) of `advguard demo` per dataset.
+_REFERENCE = {
+    "digits": ("digits_cnn", 30),
+    "mnist": ("mnist_cnn", 5),
+    "fashion_mnist": ("mnist_cnn", 5),
+    "cifar10": ("cifar_cnn", 28),
 }
-_ARCHITECTURE = {"digits": "digits_cnn", "mnist": "mnist_cnn", "cifar10": "cifar_cnn"}
-_EPOCHS = {"digits": 30, "mnist": 5, "cifar10": 28}
-_SANITIZED = {
-    "digits": lambda m: m.DIGITS_CNN_SANITIZED_LAYERS,
-    "mnist": lambda m: m.MNIST_CNN_SANITIZED_LAYERS,
-    "cifar10": lambda m: m.CIFAR_CNN_SANITIZED_LAYERS,
-}
+# Default attack radius per named dataset (L-infinity, images in [0, 1]).
+_EPS = {"digits": 0.1, "mnist": 0.3, "fashion_mnist": 0.1, "cifar10": 8 / 255}
+_DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class UsageError(ValueError):
+    """A bad command-line argument: reported in one line, exit code 2."""
+
+
+def _cache_root():
+    home = os.environ.get("KERAS_ADVGUARD_HOME") or os.path.join("~", ".keras_advguard")
+    return os.path.expanduser(home)
 
 
 def _build_parser():
+    from keras_advguard.evaluation import ATTACK_NAMES, DEFENCE_NAMES
+    from keras_advguard.version import __version__
+
     parser = argparse.ArgumentParser(
         prog="advguard",
         description="keras_advguard: guard Keras classifiers against adversarial examples.",
     )
+    parser.add_argument("--version", action="version", version=f"advguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, *, out_default=None):
+        p.add_argument(
+            "--defences",
+            nargs="+",
+            choices=DEFENCE_NAMES,
+            default=None,
+            metavar="NAME",
+            help=f"Defences to evaluate (default: all): {', '.join(DEFENCE_NAMES)}. The "
+            "baselines max_softmax and input_cnn are always added.",
+        )
+        p.add_argument(
+            "--attacks",
+            nargs="+",
+            choices=ATTACK_NAMES,
+            default=["fgsm", "pgd"],
+            metavar="NAME",
+            help=f"Attacks (default: fgsm pgd): {', '.join(ATTACK_NAMES)}.",
+        )
+        p.add_argument(
+            "--eps",
+            type=float,
+            default=None,
+            help="Attack radius, L-infinity (default: per dataset for --dataset, "
+            "else a tenth of the input range).",
+        )
+        p.add_argument(
+            "--out",
+            required=out_default is None,
+            default=out_default,
+            help="Report folder (report.md, report.json, report.html, PNGs); "
+            "created at the end, as a whole"
+            + (f" (default: {out_default})." if out_default else "."),
+        )
+        p.add_argument(
+            "--num-images",
+            type=int,
+            default=None,
+            help="Test images to attack (default: all; 150 with --quick).",
+        )
+        p.add_argument("--splits", type=int, default=5, help="Splits by source image (default: 5).")
+        p.add_argument(
+            "--detector-epochs",
+            type=int,
+            default=None,
+            help="Training epochs of the trained detectors (default: 30; 5 with --quick).",
+        )
+        p.add_argument(
+            "--threat-models",
+            nargs="+",
+            choices=("oblivious", "adaptive"),
+            default=["oblivious", "adaptive"],
+            help="Threat models (default: both).",
+        )
+        p.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+        p.add_argument(
+            "--cache-dir",
+            default=None,
+            help="Cache folder: reference models in DIR/models, attack results in "
+            "DIR/attacks (default: $KERAS_ADVGUARD_HOME, else ~/.keras_advguard; "
+            f"here: {_cache_root()}).",
+        )
+        p.add_argument(
+            "--no-cache", action="store_true", help="Do not read or write cached attacks."
+        )
+        p.add_argument(
+            "--quick", action="store_true", help="Tiny budgets for a smoke test (seconds)."
+        )
+        p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Progress.")
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="Evaluate defences of your saved .keras classifier on your data.",
+        description=(
+            "Loads a saved classifier (safe mode) and an .npz with x_train, y_train, "
+            "x_test, y_test (or a named dataset), attacks the classifier, evaluates "
+            "every defence against the oblivious and the adaptive attacks under one "
+            "protocol, prints a summary and writes the report."
+        ),
+    )
+    evaluate.add_argument("--model", required=True, help="The classifier, a .keras file.")
+    evaluate.add_argument(
+        "--data",
+        default=None,
+        help="An .npz with x_train, y_train, x_test, y_test (images in [0, 1] or "
+        "[-1, 1], or uint8 0..255, scaled to [0, 1]); with --dataset, the file or "
+        "folder of that dataset.",
+    )
+    evaluate.add_argument(
+        "--dataset",
+        default=None,
+        choices=sorted(_REFERENCE),
+        help="A named dataset (read from the Keras cache, or --data); also sets the default eps.",
+    )
+    common(evaluate)
+
     demo = sub.add_parser(
         "demo",
-        help="Train (or load the cached) reference model, attack it, score a baseline detector.",
+        help="`evaluate` on a bundled dataset with the cached reference model.",
         description=(
-            "Offline end-to-end demo: loads the dataset, trains or loads the cached "
-            "reference model, taps its internal layers, crafts FGSM and PGD examples, "
-            "prints a table and writes a ROC plot of a max-softmax baseline detector."
+            "Offline end-to-end demo: loads the dataset, trains (once) or loads the "
+            "cached reference model, and runs `advguard evaluate` on it."
         ),
     )
     demo.add_argument(
         "--dataset",
         default="digits",
-        choices=sorted(_ARCHITECTURE),
-        help="digits (bundled with scikit-learn, default), mnist or cifar10 (local files).",
+        choices=sorted(_REFERENCE),
+        help="digits (bundled with scikit-learn, default), mnist, fashion_mnist or "
+        "cifar10 (local files).",
     )
     demo.add_argument("--path", default=None, help="Explicit path of the dataset file.")
-    demo.add_argument(
-        "--out",
-        default="advguard-demo",
-        help="Output directory (default: advguard-demo).",
-    )
-    demo.add_argument(
-        "--num-images",
-        type=int,
-        default=300,
-        help="Number of test images to attack (default: 300).",
-    )
     demo.add_argument(
         "--epochs",
         type=int,
         default=None,
-        help="Training epochs (default: per dataset).",
+        help="Training epochs of the reference model (default: digits 30, mnist 5, "
+        "fashion_mnist 5, cifar10 28).",
     )
-    demo.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
-    demo.add_argument(
-        "--cache-dir",
-        default=None,
-        help="Model cache directory (default: ~/.keras_advguard).",
-    )
-    demo.add_argument("--quick", action="store_true", help="Tiny run for smoke tests (few images).")
-    demo.add_argument("--verbose", type=int, default=0, choices=(0, 1), help="Progress bars.")
+    common(demo, out_default="advguard-demo")
     return parser
 
 
-def _max_softmax_score(probabilities):
-    """Baseline detector: 1 - max softmax probability (higher = more suspicious)."""
-    import numpy as np
-
-    return 1.0 - np.max(probabilities, axis=1)
+# ---------------------------------------------------------------------------
+# Checks: everything before any work
+# ---------------------------------------------------------------------------
 
 
-def _format_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    return "\n".join([line, sep] + body)
+def _can_write_in(folder):
+    """Whether a file can be created in `folder` (a real probe: root ignores modes)."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".advguard-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.remove(probe)
+    return True
 
 
-def run_demo(args):
-    """Run the demo; return the report as a dict (also printed)."""
+def _check_writable_folder(flag, path):
+    """`path` is (or can be created as) a writable folder; nothing is left behind."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UsageError(f"{flag} names an existing file, not a folder: {path}")
+        if not _can_write_in(path):
+            raise UsageError(f"{flag} is not writable: {path}")
+        return path
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag} cannot be created: {parent} is a file ({path})")
+    if not _can_write_in(parent):
+        raise UsageError(f"{flag} cannot be created: {parent} is not writable ({path})")
+    return path
+
+
+def _check_numbers(args):
+    if args.num_images is not None and args.num_images < 4:
+        raise UsageError(f"--num-images must be >= 4. Received: --num-images={args.num_images}")
+    if args.splits < 2:
+        raise UsageError(f"--splits must be >= 2. Received: --splits={args.splits}")
+    if args.detector_epochs is not None and args.detector_epochs < 1:
+        raise UsageError(
+            f"--detector-epochs must be >= 1. Received: --detector-epochs={args.detector_epochs}"
+        )
+    if getattr(args, "epochs", None) is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1. Received: --epochs={args.epochs}")
+    if args.eps is not None and not args.eps > 0:
+        raise UsageError(f"--eps must be > 0. Received: --eps={args.eps}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0. Received: --seed={args.seed}")
+
+
+def _load_model(path):
     import keras
+
+    if not os.path.exists(path):
+        raise UsageError(f"--model: no such file: {path}")
+    if not os.path.isfile(path):
+        raise UsageError(f"--model is not a file: {path}")
+    try:
+        import keras_advguard  # noqa: F401  (registers the library's layers)
+
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"--model cannot be loaded as a Keras model ({path}): {reason}") from None
+    if not isinstance(model, keras.Model) or len(model.inputs or []) != 1:
+        raise UsageError(f"--model must be a classifier with one input: {path}")
+    if len(model.outputs or []) != 1 or len(model.outputs[0].shape) != 2:
+        raise UsageError(f"--model must have one output of shape (N, classes): {path}")
+    return model
+
+
+def _read_npz(path):
     import numpy as np
 
-    from keras_advguard import attacks, metrics, plots
-    from keras_advguard.datasets import load_dataset
-    from keras_advguard.detector_model import DetectorModel
+    if not os.path.exists(path):
+        raise UsageError(f"--data: no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in _DATA_KEYS if k not in data.files]
+            if missing:
+                raise UsageError(
+                    f"--data must hold {', '.join(_DATA_KEYS)}; "
+                    f"missing {', '.join(missing)}: {path}"
+                )
+            return tuple(data[k] for k in _DATA_KEYS)
+    except UsageError:
+        raise
+    except Exception as error:
+        raise UsageError(f"--data cannot be read as an .npz file ({path}): {error}") from None
+
+
+def _check_data(arrays, model, source):
+    """Shapes, labels, finiteness and range; returns `(train, test, note)`."""
+    import numpy as np
+
+    x_train, y_train, x_test, y_test = arrays
+    expected = tuple(model.inputs[0].shape[1:])
+    note = ""
+    out = []
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if x.dtype.kind not in "fiu":
+            raise UsageError(f"{source}: {name} must hold numbers. Received: dtype={x.dtype}")
+        if x.ndim == len(expected) - 1 and expected[-1] == 1:
+            x = x[..., None]
+        got = x.shape[1:]
+        if len(got) != len(expected) or any(e not in (None, g) for e, g in zip(expected, got)):
+            raise UsageError(
+                f"{source}: {name} has shape {x.shape}, the model takes "
+                f"(N, {', '.join(str(d) for d in expected)})"
+            )
+        if len(x) == 0:
+            raise UsageError(f"{source}: {name} is empty")
+        if x.dtype.kind == "f":
+            bad = int(np.size(x) - np.isfinite(x).sum())
+            if bad:
+                raise UsageError(f"{source}: {name} holds {bad} NaN or infinite value(s)")
+        if x.dtype == np.uint8:
+            x = x.astype("float32") / 255.0
+            note = "uint8 images scaled to [0, 1]"
+        x = x.astype("float32")
+        lo, hi = float(x.min()), float(x.max())
+        if not ((lo >= 0.0 and hi <= 1.0) or (lo >= -1.0 and hi <= 1.0)):
+            raise UsageError(
+                f"{source}: {name} has values in [{lo:g}, {hi:g}]; expected images in "
+                "[0, 1] or [-1, 1] (or uint8 0..255)"
+            )
+        out.append(x)
+    num_classes = int(model.outputs[0].shape[-1])
+    labels = []
+    for name, y, x in (("y_train", y_train, out[0]), ("y_test", y_test, out[1])):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise UsageError(
+                f"{source}: {name} must hold integer class labels of shape (N,). "
+                f"Received: shape={y.shape}, dtype={y.dtype}"
+            )
+        if len(y) != len(x):
+            raise UsageError(f"{source}: {name} has {len(y)} labels for {len(x)} images")
+        if y.min() < 0 or y.max() >= num_classes:
+            raise UsageError(
+                f"{source}: {name} holds labels in [{y.min()}, {y.max()}]; the model has "
+                f"{num_classes} classes"
+            )
+        labels.append(y.astype("int64"))
+    clip = (0.0, 1.0) if min(float(out[0].min()), float(out[1].min())) >= 0.0 else (-1.0, 1.0)
+    return (out[0], labels[0]), (out[1], labels[1]), clip, note
+
+
+def _prepare(args):
+    """Check every argument, load the model and the data. No file is written."""
+    _check_numbers(args)
+    out = _check_writable_folder("--out", args.out)
+    cache_root = None
+    if not args.no_cache or args.command == "demo":
+        cache_root = _check_writable_folder("--cache-dir", args.cache_dir or _cache_root())
+    if args.command == "demo":
+        from keras_advguard.datasets import load_dataset
+
+        train, test = load_dataset(args.dataset, path=args.path)
+        model, source, clip, note = None, args.dataset, (0.0, 1.0), ""
+    else:
+        model = _load_model(args.model)
+        if args.dataset is None and args.data is None:
+            raise UsageError("evaluate needs --data (an .npz) or --dataset")
+        if args.dataset is not None:
+            from keras_advguard.datasets import load_dataset
+
+            (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, path=args.data)
+            source = f"--dataset {args.dataset}"
+            arrays = (x_train, y_train, x_test, y_test)
+        else:
+            source = f"--data {args.data}"
+            arrays = _read_npz(args.data)
+        train, test, clip, note = _check_data(arrays, model, source)
+    n_test = len(test[0])
+    if args.num_images is not None and args.num_images > n_test:
+        raise UsageError(
+            f"--num-images {args.num_images} exceeds the {n_test} test images of {source}"
+        )
+    eps = args.eps
+    if eps is None:
+        eps = _EPS.get(args.dataset, 0.1 * (clip[1] - clip[0]))
+    return {
+        "out": out,
+        "cache_root": cache_root,
+        "model": model,
+        "train": train,
+        "test": test,
+        "clip": clip,
+        "eps": eps,
+        "note": note,
+        "source": source,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+def _reference_model(args, prepared):
     from keras_advguard.models import load_or_train
 
-    start = time.perf_counter()
-    keras.utils.set_random_seed(args.seed)
-    epochs = args.epochs or _EPOCHS[args.dataset]
-    num_images = 40 if args.quick else args.num_images
-    if num_images < 4:
-        raise ValueError(f"`--num-images` must be >= 4. Received: --num-images={num_images}")
-    os.makedirs(args.out, exist_ok=True)
-
-    (_, _), (x_test, y_test) = load_dataset(args.dataset, path=args.path)
+    architecture, default_epochs = _REFERENCE[args.dataset]
     model, info = load_or_train(
-        _ARCHITECTURE[args.dataset],
+        architecture,
         args.dataset,
-        epochs=epochs,
+        epochs=args.epochs or default_epochs,
         seed=args.seed,
-        cache_dir=args.cache_dir,
+        cache_dir=os.path.join(prepared["cache_root"], "models"),
         path=args.path,
-        verbose=args.verbose,
+        verbose=0,
     )
-    source = "loaded from cache" if info["from_cache"] else "trained"
+    how = "loaded from cache" if info["from_cache"] else "trained"
     print(
-        f"Model {info['architecture']} on {args.dataset}: {source}, "
+        f"Model {info['architecture']} on {args.dataset} ({info['epochs']} epochs): {how}, "
         f"test accuracy {info['test_accuracy']:.4f} ({info['path']})"
     )
+    return model
 
-    detector_model = DetectorModel(model, layers="conv+dense")
-    print(f"Tapped layers ({len(detector_model.tap_names)}): {', '.join(detector_model.tap_names)}")
 
-    # Threshold calibration on clean validation images, evaluation on others:
-    # the first half of the chosen test images calibrates, the second half is
-    # attacked and scored (never the same images).
-    rng = np.random.default_rng(args.seed)
-    chosen = rng.choice(len(x_test), size=min(2 * num_images, len(x_test)), replace=False)
-    half = len(chosen) // 2
-    x_val, x_eval, y_eval = (
-        x_test[chosen[:half]],
-        x_test[chosen[half:]],
-        y_test[chosen[half:]],
+def run(args):
+    """Run `evaluate` or `demo` for parsed `args`; return the `EvaluationReport`.
+
+    Raises:
+        UsageError: a bad argument (before any work).
+    """
+    from keras_advguard.evaluation import evaluate
+
+    prepared = _prepare(args)
+    model = prepared["model"]
+    if args.command == "demo":
+        model = _reference_model(args, prepared)
+    if prepared["note"]:
+        print(f"Data: {prepared['note']}.")
+    cache_dir = False
+    if not args.no_cache:
+        cache_dir = os.path.join(prepared["cache_root"], "attacks")
+    report = evaluate(
+        model,
+        prepared["train"],
+        prepared["test"],
+        defences=args.defences,
+        attacks=list(args.attacks),
+        threat_models=tuple(args.threat_models),
+        splits=args.splits,
+        seed=args.seed,
+        cache_dir=cache_dir,
+        verbose=1 if args.verbose else 0,
+        eps=prepared["eps"],
+        clip=prepared["clip"],
+        quick=args.quick,
+        num_images=args.num_images,
+        epochs=args.detector_epochs,
     )
-
-    val_out = detector_model.predict(x_val, verbose=0)
-    eval_out = detector_model.predict(x_eval, verbose=0)
-    y_pred_clean = np.argmax(eval_out["prediction"], axis=1)
-    clean_acc = metrics.robust_accuracy(y_eval, y_pred_clean)
-    scores_val = _max_softmax_score(val_out["prediction"])
-
-    header = [
-        "attack",
-        "success rate",
-        "robust acc.",
-        "mean L2",
-        "mean Linf",
-        "n clean / adv",
-        "AUC (max-softmax)",
-        "TPR @ 5% FPR",
-        "seconds",
-    ]
-    rows = [["none (clean)", "-", f"{clean_acc:.3f}", "-", "-", "-", "-", "-", "-"]]
-    report = {"clean_accuracy": clean_acc, "attacks": {}}
-    folds = {}
-    results = {}
-    for name, (function, params) in DEMO_ATTACKS.items():
-        result = getattr(attacks, function)(
-            model, x_eval, y=y_eval, batch_size=128, verbose=args.verbose, **params
-        )
-        sets = metrics.evaluation_sets(y_eval, y_pred_clean, result.y_pred_after)
-        results[name] = (result, sets)
-        adv_out = detector_model.predict(result.x_adv, verbose=0)
-        scores_clean = _max_softmax_score(eval_out["prediction"][sets.clean_index])
-        scores_adv = _max_softmax_score(adv_out["prediction"][sets.adversarial_index])
-        success = metrics.attack_success_rate(y_eval, y_pred_clean, result.y_pred_after)
-        robust = metrics.robust_accuracy(y_eval, result.y_pred_after)
-        entry = {
-            "success_rate": success,
-            "robust_accuracy": robust,
-            "mean_l2": float(np.mean(result.l2)),
-            "mean_linf": float(np.mean(result.linf)),
-            "n_clean": sets.n_clean,
-            "n_adversarial": sets.n_adversarial,
-            "seconds": result.seconds,
-        }
-        if sets.n_adversarial > 0 and sets.n_clean > 0:
-            entry["auc"] = metrics.roc_auc(scores_clean, scores_adv)
-            entry["tpr_at_5"] = float(
-                metrics.tpr_at_fpr(
-                    scores_clean, scores_adv, 0.05, scores_clean_validation=scores_val
-                )
-            )
-            folds[name] = (scores_clean, scores_adv)
-        report["attacks"][name] = entry
-        rows.append(
-            [
-                f"{name} ({', '.join(f'{k}={v}' for k, v in params.items())})",
-                f"{success:.3f}",
-                f"{robust:.3f}",
-                f"{entry['mean_l2']:.3f}",
-                f"{entry['mean_linf']:.3f}",
-                f"{sets.n_clean} / {sets.n_adversarial}",
-                f"{entry['auc']:.3f}" if "auc" in entry else "n/a",
-                f"{entry['tpr_at_5']:.3f}" if "tpr_at_5" in entry else "n/a",
-                f"{result.seconds:.1f}",
-            ]
-        )
-
-    table = _format_table(header, rows)
     print()
-    print(
-        f"{args.dataset}: {len(x_eval)} test images attacked; max-softmax threshold "
-        f"calibrated on {len(x_val)} other clean test images."
-    )
-    print(table)
-
-    defence_table, report["defences"] = _defences(args, model, x_val, x_eval, y_eval, results)
-    print()
-    print(
-        "Defences (oblivious attacks: crafted on the undefended model). Detector "
-        "thresholds at 5% FPR calibrated on the clean validation images."
-    )
-    print(defence_table)
-    table = table + "\n\n## Defences (oblivious attacks)\n\n" + defence_table
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for i, (name, (sc, sa)) in enumerate(folds.items()):
-        plots.DetectionRocDisplay.from_scores(
-            sc, sa, name=f"max-softmax vs {name}", ax=ax, plot_chance_level=i == 0
-        )
-    ax.set_title(f"Baseline detector on {args.dataset}")
-    png = os.path.join(args.out, "roc_max_softmax.png")
-    fig.savefig(png, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write(f"# advguard demo on {args.dataset}\n\n{table}\n")
-    elapsed = time.perf_counter() - start
-    print(f"\nWrote {png} and {os.path.join(args.out, 'report.md')} in {elapsed:.1f} s.")
-    report["roc_png"] = png
-    report["seconds"] = elapsed
+    print(report.to_markdown())
+    files = report.save(prepared["out"])
+    print(f"Done: {report.summary()}")
+    print(f"Wrote {len(files)} files to {prepared['out']} (open report.html).")
     return report
 
 
-def _defences(args, model, x_val, x_eval, y_eval, results):
-    """Score each defence of the library on the demo's attacks.
-
-    Returns a markdown table and a dict of the figures.
-    """
-    import numpy as np
-
-    from keras_advguard import attacks, metrics, models
-    from keras_advguard.datasets import load_dataset
-    from keras_advguard.detectors import (
-        EntropyDetector,
-        FeatureSqueezingDetector,
-        MedoidLSTMDetector,
-    )
-    from keras_advguard.layers import BitDepthSqueezer, MaskSanitizer, MedianSmoothingSqueezer
-    from keras_advguard.sanitize import sanitize
-
-    figures = {}
-    rows = []
-    names = list(results)
-
-    # Sanitizer: accuracy of the sanitized model on clean and attacked inputs.
-    sanitized = sanitize(
-        model, after=list(_SANITIZED[args.dataset](models)), sanitizer=MaskSanitizer()
-    )
-
-    def accuracy(m, x):
-        return metrics.robust_accuracy(y_eval, np.argmax(m.predict(x, verbose=0), axis=1))
-
-    for label, m in (("undefended", model), ("MaskSanitizer(alpha=0.1)", sanitized)):
-        accs = [accuracy(m, x_eval)] + [accuracy(m, results[n][0].x_adv) for n in names]
-        figures[label] = dict(zip(["clean"] + names, accs))
-        rows.append([label, "accuracy"] + [f"{a:.3f}" for a in accs])
-
-    # Detectors: AUC and TPR at 5% FPR on each attack's successful examples.
-    (x_train, y_train), _ = load_dataset(args.dataset, path=args.path)
-    n_fit = 100 if args.quick else 300
-    rng = np.random.default_rng(args.seed)
-    fit_idx = rng.choice(len(x_train), size=min(n_fit, len(x_train)), replace=False)
-    x_fit, y_fit = x_train[fit_idx], y_train[fit_idx]
-    pgd_fit = attacks.pgd(model, x_fit, y=y_fit, **DEMO_ATTACKS["PGD"][1], seed=args.seed)
-    lstm = MedoidLSTMDetector.from_training_data(model, x_train, y_train)
-    lstm.compile()
-    lstm.fit(
-        np.concatenate([x_fit, pgd_fit.x_adv[pgd_fit.success]]),
-        np.concatenate([np.zeros(len(x_fit)), np.ones(int(pgd_fit.success.sum()))]),
-        epochs=10 if args.quick else 30,
-        batch_size=32,
-        verbose=0,
-    )
-    detectors = {
-        "medoid LSTM (trained on PGD)": lambda x: lstm.predict(x, verbose=0).ravel(),
-        "entropy": EntropyDetector(model).score,
-        "squeeze, output": FeatureSqueezingDetector(
-            model, [BitDepthSqueezer(4), MedianSmoothingSqueezer(2)], score="output"
-        ).score,
-        "squeeze, internal": FeatureSqueezingDetector(
-            model, [BitDepthSqueezer(4), MedianSmoothingSqueezer(2)], score="internal"
-        ).score,
-    }
-    for label, score in detectors.items():
-        scores_val = np.asarray(score(x_val))
-        cells, figures[label] = [], {}
-        for name in names:
-            result, sets = results[name]
-            sc = np.asarray(score(x_eval[sets.clean_index]))
-            sa = np.asarray(score(result.x_adv[sets.adversarial_index]))
-            if len(sa) == 0 or len(sc) == 0:
-                cells.append("n/a")
-                continue
-            auc = metrics.roc_auc(sc, sa)
-            tpr = float(metrics.tpr_at_fpr(sc, sa, 0.05, scores_clean_validation=scores_val))
-            figures[label][name] = {"auc": auc, "tpr_at_5": tpr}
-            cells.append(f"AUC {auc:.3f}, TPR {tpr:.3f}")
-        rows.append([label, "detection"] + cells)
-    header = ["defence", "measure", "clean"] + names
-    rows = [r if len(r) == len(header) else r[:2] + ["-"] + r[2:] for r in rows]
-    return _format_table(header, rows), figures
-
-
 def main(argv=None):
-    """Entry point of the `advguard` console script."""
+    """Entry point of the `advguard` console script; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = _build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            run_demo(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"advguard: error: {e}", file=sys.stderr)
+        run(args)
+    except (UsageError, FileNotFoundError) as error:
+        print(f"advguard: error: {error}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"advguard: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"advguard: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,177 @@
+"""Attacks by name and the adaptive threat model, built from the Detector contract only.
+
+- Oblivious: the attack sees only the undefended classifier.
+- Adaptive, sanitizer: the same attack on the sanitized model with every
+  sanitizer wrapped in BPDA (identity on the backward pass).
+- Adaptive, detector: selective PGD (Bryniarski et al. 2022) on the
+  classifier and `detector.score_tensor`: while a sample is still classified
+  correctly, step up the classifier's cross-entropy; once it is fooled, step
+  down the detector's score. Uses `attacks.selective_pgd` when the library
+  has it, else the same objective through `attacks.pgd_with_loss`. The
+  score's gradient is whatever `score_tensor` offers (`score_tensor_kind`:
+  exact, a smooth surrogate, or BPDA), so no detector needs code here.
+"""
+
+import inspect
+
+import numpy as np
+
+from keras_advguard import _validation
+
+ATTACK_NAMES = (
+    "fgsm",
+    "pgd",
+    "bim",
+    "mim",
+    "gradient_attack",
+    "uniform_noise",
+    "deepfool",
+    "carlini_wagner_l2",
+    "spsa",
+    "one_pixel",
+    "boundary",
+)
+"""Attack names `evaluate` accepts in `attacks` (functions of `keras_advguard.attacks`)."""
+
+_ITERATIVE = ("pgd", "bim", "mim")
+
+
+def check_attacks(attacks):
+    """`attacks` as a list of `(name, params)`; names checked, nothing run."""
+    if isinstance(attacks, str) or (isinstance(attacks, tuple) and _is_spec(attacks)):
+        attacks = [attacks]
+    _validation.check_type("attacks", attacks, (list, tuple), "a list of attack names")
+    if not attacks:
+        raise ValueError("Argument `attacks` must not be empty. Received: attacks=[]")
+    specs = []
+    for item in attacks:
+        if isinstance(item, str):
+            name, params = item, {}
+        elif _is_spec(item):
+            name, params = item[0], dict(item[1])
+        else:
+            raise TypeError(
+                "Each entry of `attacks` must be an attack name or a pair "
+                f"(name, params). Received: {item!r}"
+            )
+        _validation.check_choice("attacks", name, ATTACK_NAMES)
+        specs.append((name, params))
+    return specs
+
+
+def _is_spec(item):
+    return (
+        isinstance(item, tuple | list)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], dict)
+    )
+
+
+def attack_function(name):
+    from keras_advguard import attacks
+
+    return getattr(attacks, name)
+
+
+def attack_params(name, params, *, eps, quick):
+    """The attack's parameters with the evaluation's defaults filled in."""
+    accepted = inspect.signature(attack_function(name)).parameters
+    full = {}
+    if "eps" in accepted:
+        full["eps"] = eps
+    if name in _ITERATIVE:
+        full["nb_iter"] = 10 if quick else 40
+    full.update(params)
+    if name in _ITERATIVE and "eps_iter" not in full:
+        full["eps_iter"] = min(full["eps"], 2.5 * full["eps"] / full["nb_iter"])
+    unknown = sorted(set(full) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"Attack {name!r} takes no parameter {', '.join(map(repr, unknown))}. "
+            f"Received: params={params!r}"
+        )
+    return full
+
+
+def labels_of(specs):
+    """Unique report names: the attack's name, with its parameters when repeated."""
+    names = [name for name, _ in specs]
+    labels = []
+    for name, params in specs:
+        if names.count(name) > 1:
+            inner = ", ".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in sorted(params.items())
+            )
+            name = f"{name} ({inner})"
+        labels.append(name)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Argument `attacks` lists the same attack twice. Received: {labels}")
+    return labels
+
+
+def selective_loss(threshold):
+    """Selective-PGD objective for `pgd_with_loss` (maximised).
+
+    Correctly classified samples: the cross-entropy of the true class;
+    fooled ones: `-(score - threshold)`, i.e. push the detector's score
+    below its threshold without undoing the misclassification.
+    """
+    import tensorflow as tf
+
+    def loss(outputs, y):
+        logits = tf.cast(outputs["logits"], tf.float32)
+        y = tf.cast(y, tf.int64)
+        correct = tf.equal(tf.argmax(logits, axis=-1), y)
+        ce = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        score = tf.reshape(tf.cast(outputs["score"], tf.float32), [-1])
+        return tf.where(correct, ce, -(score - threshold))
+
+    loss.__name__ = "selective_loss"
+    return loss
+
+
+def adaptive_detector_attack(model, detector, x, y, *, eps, nb_iter, clip, batch_size, seed):
+    """Selective PGD against `model` guarded by the calibrated `detector`."""
+    import keras
+
+    from keras_advguard import attacks
+    from keras_advguard.detector_model import as_logits_fn
+
+    threshold = float(detector.threshold_)
+    eps_iter = eps / 10 if nb_iter >= 10 else eps / nb_iter * 2.5
+    keras.utils.set_random_seed(seed)
+    selective = getattr(attacks, "selective_pgd", None)
+    if selective is not None:
+        accepted = inspect.signature(selective).parameters
+        kwargs = dict(
+            eps=eps,
+            eps_iter=min(eps, eps_iter),
+            nb_iter=nb_iter,
+            y=y,
+            clip_min=clip[0],
+            clip_max=clip[1],
+            batch_size=batch_size,
+        )
+        if "seed" in accepted:
+            kwargs["seed"] = seed
+        return selective(model, x, [detector], **kwargs)
+    logits_fn = as_logits_fn(model)
+
+    def forward(x):
+        return {"logits": logits_fn(x), "score": detector.score_tensor(x)}
+
+    return attacks.pgd_with_loss(
+        forward,
+        x,
+        selective_loss(threshold),
+        eps=eps,
+        eps_iter=min(eps, eps_iter),
+        nb_iter=nb_iter,
+        y=np.asarray(y, dtype=np.int64),
+        clip_min=clip[0],
+        clip_max=clip[1],
+        batch_size=batch_size,
+        seed=seed,
+    )

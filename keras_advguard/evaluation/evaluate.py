@@ -1,0 +1,338 @@
+"""`evaluate`: every defence against every attack, under one protocol (floor 4)."""
+
+import time
+
+import numpy as np
+
+from keras_advguard.evaluation import _cache, _defences, _protocol, _stages, _threats
+from keras_advguard.evaluation._arguments import BUDGETS, THREAT_MODELS, check_arguments
+from keras_advguard.evaluation.report import EvaluationReport
+
+__all__ = ["THREAT_MODELS", "evaluate"]
+
+
+def evaluate(
+    model,
+    train,
+    test,
+    defences=None,
+    attacks=("fgsm", "pgd"),
+    threat_models=THREAT_MODELS,
+    fpr=(0.01, 0.05, 0.1),
+    splits=5,
+    seed=0,
+    cache_dir=None,
+    verbose=1,
+    *,
+    eps=None,
+    clip=None,
+    quick=False,
+    num_images=None,
+    epochs=None,
+    batch_size=128,
+):
+    """Evaluate defences of `model` against attacks, honestly, in one call.
+
+    The protocol of METHODS.md section 7, once for every defence:
+
+    1. **Sets.** `num_images` test images are attacked with each attack
+       (with their true labels). The *sources* are the test images the
+       classifier gets right (the clean set); an attack's adversarial set is
+       its successful attacks on them. Counts are reported.
+    2. **Splits by source image.** The sources are split `splits` times
+       (stratified k-fold on their class) into fit, calibration and test
+       parts; a source's clean and adversarial images are always in the same
+       part. Every threshold comes from the *clean calibration* images only,
+       never from the test part.
+    3. **Detectors.** Statistical detectors (`supervised = False`) are fitted
+       once on clean training images. Trained ones (`supervised = True`) are
+       `clone()`d and fitted on each split's fit part, once per attack and
+       once on all attacks mixed, which also gives the attack-unknown matrix
+       (trained on one attack, tested on the others). Reported per attack and
+       mixed: ROC AUC and TPR at each `fpr` (mean and standard deviation over
+       the splits), and the achieved FPR.
+    4. **Sanitizers** (`sanitize` after every convolution and hidden dense
+       layer) are reported by accuracy: clean and under each attack.
+    5. **Adaptive threat model.** For every detector, selective PGD on the
+       classifier and the detector's `score_tensor` (thresholded at the
+       largest `fpr`, on the first split's calibration images), on the first
+       split's test sources; reported as AUC, TPR and SR@N (share of sources
+       both misclassified and undetected). For every sanitizer, each attack
+       again on the sanitized model with BPDA through the sanitizers. The
+       report shows both threat models side by side.
+
+    The baselines (`max_softmax`, `input_cnn`) are always added. Oblivious
+    attack results are cached on disk, keyed by a content hash of the
+    model's weights, the images and the attack's configuration, so a rerun,
+    or a run with other defences, loads them.
+
+    Args:
+        model: the classifier, a built `keras.Model` (softmax or logits).
+        train: `(x_train, y_train)`, images and integer labels; statistical
+            detectors are fitted on them, the medoid LSTM takes its medoids
+            from them.
+        test: `(x_test, y_test)`, the images to attack and score.
+        defences: names (`"medoid_lstm"`, `"knn"`, `"entropy"`, `"squeeze"`,
+            `"max_softmax"`, `"input_cnn"`, `"mask"`, `"median"`,
+            `"nl_means"`), detector instances (unfitted statistical ones are
+            fitted here) or sanitizer layers. Defaults to `None`: all.
+        attacks: names of `keras_advguard.attacks` functions, or
+            `(name, params)` pairs. Defaults to `("fgsm", "pgd")`.
+        threat_models: a subset of `("oblivious", "adaptive")`. Defaults to
+            both.
+        fpr: target false positive rates in `(0, 1)`. Defaults to
+            `(0.01, 0.05, 0.1)`.
+        splits: number of source splits, >= 2 (`quick=True` uses at most 2).
+            Defaults to `5`.
+        seed: seed of the image choice, the splits and the attacks.
+            Defaults to `0`.
+        cache_dir: folder of the attack cache; `False` disables it.
+            Defaults to `None`: `$KERAS_ADVGUARD_HOME/attacks`, else
+            `~/.keras_advguard/attacks`.
+        verbose: `0` silent, `1` one line per stage and progress bars.
+            Defaults to `1`.
+        eps: attack radius (L-infinity) of the attacks that take one.
+            Defaults to `None`: a tenth of the input range.
+        clip: `(clip_min, clip_max)`, the valid input range. Defaults to
+            `None`: `(0, 1)` when the images lie there, else their min and max.
+        quick: tiny budgets (150 images, 300 training images, 10 PGD steps,
+            3 epochs, 20 adaptive steps, at most 2 splits). Defaults to `False`.
+        num_images: test images to attack. Defaults to `None`: all (150 with
+            `quick=True`).
+        epochs: training epochs of trained detectors. Defaults to `None`: 30
+            (3 with `quick=True`).
+        batch_size: batch size of every pass. Defaults to `128`.
+
+    Returns:
+        An `EvaluationReport`.
+
+    Raises:
+        ValueError: bad values (shapes, NaN, labels out of range, unknown
+            names, `fpr` outside `(0, 1)`, too few correctly classified
+            images for the splits).
+        TypeError: arguments of the wrong type.
+
+    Example:
+
+        >>> import keras_advguard as ag
+        >>> from keras_advguard.datasets import load_dataset
+        >>> from keras_advguard.models import load_or_train
+        >>> train, test = load_dataset("digits")
+        >>> model, _ = load_or_train("digits_cnn", "digits", epochs=30)
+        >>> report = ag.evaluate(model, train, test, defences=["mask"], attacks=["fgsm"],
+        ...                      threat_models=("oblivious",), num_images=60, splits=2,
+        ...                      quick=True, cache_dir=False, verbose=0)
+        >>> sorted(report.sanitizers), report.meta["n_images"]
+        (['mask'], 60)
+        >>> sorted(report.detectors) == sorted(report.meta["baselines"])
+        True
+    """
+
+    start = time.perf_counter()
+    config = check_arguments(
+        model,
+        train,
+        test,
+        defences,
+        attacks,
+        threat_models,
+        fpr,
+        splits,
+        seed,
+        cache_dir,
+        verbose,
+        eps,
+        clip,
+        quick,
+        num_images,
+        epochs,
+        batch_size,
+    )
+    (x_train, y_train), (x_test, y_test) = config["train"], config["test"]
+    budget = BUDGETS[bool(quick)]
+    log = _stages.Log(verbose)
+    timing = {}
+
+    # --- Images: the attacked subset, its clean predictions, the sources ----
+    rng = np.random.default_rng(seed)
+    n_images = config["num_images"]
+    chosen = np.sort(rng.choice(len(x_test), size=n_images, replace=False))
+    x_eval, y_eval = x_test[chosen], y_test[chosen]
+    y_pred = _stages.predict_labels(model, x_eval, batch_size)
+    sources = np.flatnonzero(y_pred == y_eval)
+    n_splits = config["splits"]
+    if len(sources) < 2 * n_splits:
+        raise ValueError(
+            f"Only {len(sources)} of the {n_images} test images are classified "
+            f"correctly: too few for {n_splits} splits (at least {2 * n_splits}). "
+            f"Received: splits={n_splits}, num_images={n_images}"
+        )
+    split_list = _protocol.source_splits(y_eval[sources], n_splits, seed)
+    log(
+        f"{n_images} test images, {len(sources)} classified correctly (the sources); "
+        f"{n_splits} splits by source image."
+    )
+
+    # --- Oblivious attacks (cached) -----------------------------------------
+    cache = _cache.AttackCache(config["cache_dir"])
+    model_hash = _cache.model_fingerprint(model)
+    specs = config["attacks"]
+    labels = _threats.labels_of(specs)
+    results, attack_rows = {}, {}
+    t0 = time.perf_counter()
+    for label, (name, params) in zip(labels, specs, strict=True):
+        result, cached = _stages.run_attack(
+            cache, model_hash, model, name, params, x_eval, y_eval, config, seed
+        )
+        results[label] = result
+        adv = result.y_pred_after[sources] != y_eval[sources]
+        attack_rows[label] = {
+            "attack": name,
+            "params": _cache.jsonable(params),
+            "n_attacked": int(n_images),
+            "n_sources": int(len(sources)),
+            "n_adversarial": int(adv.sum()),
+            "success_rate": float(adv.mean()),
+            "accuracy": float(np.mean(result.y_pred_after == y_eval)),
+            "mean_l2": float(np.mean(result.l2[sources][adv])) if adv.any() else None,
+            "mean_linf": float(np.mean(result.linf[sources][adv])) if adv.any() else None,
+            "seconds": float(result.seconds),
+            "cached": cached,
+        }
+        log(
+            f"attack {label}: {adv.sum()} / {len(sources)} sources fooled"
+            + (" (from the cache)" if cached else f" in {result.seconds:.1f} s")
+        )
+    timing["attacks"] = time.perf_counter() - t0
+    adv_mask = {label: results[label].y_pred_after[sources] != y_eval[sources] for label in labels}
+
+    # --- Defences -----------------------------------------------------------
+    items = _defences.with_baselines(config["defences"])
+    names = _stages.unique_names([_defences.default_name(item) for item in items])
+    n_train = budget["num_train"] or len(x_train)
+    train_pick = np.sort(rng.choice(len(x_train), size=min(n_train, len(x_train)), replace=False))
+    x_fit_clean, y_fit_clean = x_train[train_pick], y_train[train_pick]
+
+    detectors_out, sanitizers_out, roc = {}, {}, {}
+    adaptive_wanted = "adaptive" in config["threat_models"]
+    oblivious_wanted = "oblivious" in config["threat_models"]
+    timing["fit"] = timing["score"] = timing["adaptive"] = timing["sanitizers"] = 0.0
+    x_sources = x_eval[sources]
+    y_sources = y_eval[sources]
+    adv_images = {label: results[label].x_adv[sources] for label in labels}
+    first = split_list[0]
+    adaptive_eps = max([p.get("eps", 0.0) for _, p in specs] or [0.0])
+    adaptive_eps = adaptive_eps or config["eps"]
+
+    for item, name in zip(items, names, strict=True):
+        kind = _defences.kind_of(item)
+        try:
+            defence = _defences.build(item, model, quick=quick, seed=seed)
+            defence.name = name
+            if defence.kind == "sanitizer":
+                t0 = time.perf_counter()
+                sanitizers_out[defence.name] = _stages.evaluate_sanitizer(
+                    defence,
+                    x_eval,
+                    y_eval,
+                    results,
+                    labels,
+                    specs,
+                    config,
+                    cache,
+                    seed,
+                    adaptive_wanted,
+                    log,
+                )
+                timing["sanitizers"] += time.perf_counter() - t0
+                continue
+            if defence.name == "medoid_lstm" and defence.detector is None:
+                defence.detector = _defences.build_lstm(
+                    model, x_fit_clean, y_fit_clean, quick=quick, seed=seed
+                )
+            entry, fold_scores, final = _stages.evaluate_detector(
+                defence.detector,
+                x_sources,
+                y_sources,
+                adv_images,
+                adv_mask,
+                labels,
+                split_list,
+                config,
+                x_fit_clean,
+                y_fit_clean,
+                timing,
+                log,
+            )
+        except Exception as error:  # one broken defence does not cost the others
+            message = _stages.one_line(error)
+            log(f"{name}: failed: {message}")
+            (sanitizers_out if kind == "sanitizer" else detectors_out)[name] = {"error": message}
+            continue
+        entry["name"] = defence.name
+        roc.update({(defence.name, k): v for k, v in fold_scores.items()})
+        if adaptive_wanted:
+            t0 = time.perf_counter()
+            entry["adaptive"] = _stages.adaptive_detector(
+                model,
+                final,
+                x_sources,
+                y_sources,
+                first,
+                config,
+                adaptive_eps,
+                budget,
+                seed,
+                entry,
+                log,
+            )
+            timing["adaptive"] += time.perf_counter() - t0
+        if not oblivious_wanted:
+            entry["oblivious"] = {}
+            entry["attack_unknown"] = {}
+        detectors_out[defence.name] = entry
+
+    undefended = {"clean": float(np.mean(y_pred == y_eval))}
+    undefended.update({label: attack_rows[label]["accuracy"] for label in labels})
+    timing["total"] = time.perf_counter() - start
+    meta = {
+        "n_images": int(n_images),
+        "n_sources": int(len(sources)),
+        "n_train": int(len(x_train)),
+        "n_train_used": int(len(x_fit_clean)),
+        "input_shape": [int(d) for d in x_test.shape[1:]],
+        "clip": [float(c) for c in config["clip"]],
+        "eps": float(config["eps"]),
+        "adaptive_eps": float(adaptive_eps),
+        "splits": int(n_splits),
+        "fprs": [float(f) for f in config["fpr"]],
+        "seed": int(seed),
+        "quick": bool(quick),
+        "epochs": int(config["epochs"]),
+        "threat_models": list(config["threat_models"]),
+        "baselines": [b for b in _defences.BASELINES if b in detectors_out],
+        "model": getattr(model, "name", type(model).__name__),
+        "model_fingerprint": model_hash,
+        "cache_dir": config["cache_dir"],
+        "cache_hits": cache.hits,
+        "cache_misses": cache.misses,
+        "timing": {k: float(v) for k, v in timing.items()},
+        "versions": _versions(),
+    }
+    return EvaluationReport(
+        meta=meta,
+        attacks=attack_rows,
+        detectors=detectors_out,
+        sanitizers=sanitizers_out,
+        undefended=undefended,
+        roc=roc,
+    )
+
+
+def _versions():
+    import keras
+    import tensorflow as tf
+
+    from keras_advguard.version import __version__
+
+    return {"keras_advguard": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
