@@ -52,11 +52,25 @@ your folders whose numbers mean nothing. `--image-size` (default 299,
 InceptionV3's training size; at least 75) trades resolution for speed.
 `--quick` = random weights, random images, 75 x 75 pixels, a few epochs:
 what CI runs.
+
+At the paper's size (1.28 million training images, 11 blocks, ~51 GB of
+pooled activations) the training activations do not fit in memory:
+`--store DIR` streams them to an on-disk activation store (shards written
+atomically; a killed run resumes where it stopped when started again with
+the same arguments) and fits the medoids one class of one block at a time.
+`--beam` (with `--store`; `pip install "keras-advguard[beam]"`) runs the
+extraction and the medoids as an Apache Beam pipeline instead: the images
+are decoded on the workers, `RunInference` taps InceptionV3, the medoids
+are computed per (block, class) in parallel; `--beam-options` passes the
+runner's flags (e.g. `"--runner=DataflowRunner --project=... --region=...
+--temp_location=gs://..."`; the default is the local DirectRunner, which
+checks the pipeline rather than scaling it). See the "At scale" docs page.
 """
 
 import argparse
 import json
 import os
+import shlex
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -66,6 +80,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_advguard import DetectorModel, attacks, metrics  # noqa: E402
+from keras_advguard.activation_store import ActivationStore, load_medoids  # noqa: E402
 from keras_advguard.detectors import (  # noqa: E402
     ClassMedoids,
     KNNDetector,
@@ -86,7 +101,12 @@ parser.add_argument("--output", default="medoid_lstm_imagenet.keras", help="Dete
 parser.add_argument("--image-size", type=int, default=299, help="Input side, >= 75.")
 parser.add_argument("--random-weights", action="store_true", help="Pipeline check only.")
 parser.add_argument("--quick", action="store_true", help="Random weights and images, 75x75.")
+parser.add_argument("--store", help="Activation store folder (streamed, resumable).")
+parser.add_argument("--beam", action="store_true", help="Extraction + medoids on Apache Beam.")
+parser.add_argument("--beam-options", default="", help="Beam pipeline flags (with --beam).")
 args = parser.parse_args()
+if args.beam and not args.store:
+    parser.error("--beam needs --store DIR (the pipeline writes the activations there).")
 if args.quick:
     args.random_weights, args.image_size, args.epochs = True, 75, min(args.epochs, 3)
 if args.image_size < 75:
@@ -221,18 +241,94 @@ of every class at every block.
 
 taps = DetectorModel(model, layers="inception_mixed", pooling="avg")
 print("tapped blocks:", [name.rsplit("/", 1)[-1] for name in taps.tap_names])
-activations, train_labels = {name: [] for name in taps.tap_names}, []
-for outputs, labels in taps.iter_activations(train, verbose=0 if args.quick else 1):
-    for name in taps.tap_names:
-        activations[name].append(outputs["activations"][name])
-    train_labels.append(labels)
-activations = {name: np.concatenate(chunks) for name, chunks in activations.items()}
-train_labels = np.concatenate(train_labels)
-medoids = ClassMedoids(
-    num_classes=len(class_ids),
-    max_samples_per_class=args.max_per_class,
-    verbose=0 if args.quick else 1,
-).fit(activations, train_labels)
+
+
+def image_files(directory):
+    """(path, folder label) of every image, in `image_dataset_from_directory` order."""
+    names = sorted(p.name for p in Path(directory).expanduser().iterdir() if p.is_dir())
+    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
+    return [
+        (str(path), label)
+        for label, name in enumerate(names)
+        for path in sorted((Path(directory).expanduser() / name).iterdir())
+        if path.suffix.lower() in suffixes
+    ]
+
+
+def decode_image(element):
+    """(index, (path, label)) -> (index, (pixels in [0, 1], label)), on a Beam worker."""
+    index, (path, label) = element
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = keras.preprocessing.image.smart_resize(image, (size, size))  # crop + resize
+    return index, (np.asarray(image, dtype=np.float32) / 255.0, label)
+
+
+def beam_medoids():
+    """Extraction, activation store and medoids as one Apache Beam pipeline."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from keras_advguard.pipelines import beam as pipelines
+
+    os.makedirs(args.store, exist_ok=True)
+    taps_path = os.path.join(args.store, "taps.keras")
+    medoids_path = os.path.join(args.store, "medoids.npz")
+    taps.save(taps_path)
+    with beam.Pipeline(options=PipelineOptions(shlex.split(args.beam_options))) as pipeline:
+        if use_folders:
+            files = list(enumerate(image_files(args.train_dir)))
+            examples = (
+                pipeline
+                | "Files" >> beam.Create(files)
+                | beam.Reshuffle()
+                | "Decode" >> beam.Map(decode_image)
+            )
+        else:
+            pairs = [
+                (i, (x, int(y))) for i, (x, y) in enumerate(train.unbatch().as_numpy_iterator())
+            ]
+            examples = pipeline | "Examples" >> beam.Create(pairs)
+        records = examples | pipelines.ExtractActivations(taps_path, batch_size=args.batch_size)
+        _ = records | pipelines.WriteActivationStore(args.store, tap_names=taps.tap_names)
+        _ = (
+            records
+            | pipelines.ComputeClassMedoids(max_samples_per_class=args.max_per_class)
+            | pipelines.WriteMedoids(
+                medoids_path, tap_names=taps.tap_names, num_classes=len(class_ids)
+            )
+        )
+    return ActivationStore(args.store), load_medoids(medoids_path)
+
+
+if args.store:
+    # Streamed to disk; memory: one shard while extracting, one class of one
+    # block while fitting.
+    if args.beam:
+        store, medoids = beam_medoids()
+    else:
+        store = ActivationStore.extract(
+            args.store, taps, train, batch_size=args.batch_size, verbose=0 if args.quick else 1
+        )
+        medoids = store.fit_medoids(
+            num_classes=len(class_ids),
+            max_samples_per_class=args.max_per_class,
+            verbose=0 if args.quick else 1,
+        )
+    print(f"activation store: {store.num_samples} samples in {len(store.shards)} shards")
+    train_labels = store.labels[np.argsort(store.sample_index)]
+else:
+    activations, train_labels = {name: [] for name in taps.tap_names}, []
+    for outputs, labels in taps.iter_activations(train, verbose=0 if args.quick else 1):
+        for name in taps.tap_names:
+            activations[name].append(outputs["activations"][name])
+        train_labels.append(labels)
+    activations = {name: np.concatenate(chunks) for name, chunks in activations.items()}
+    train_labels = np.concatenate(train_labels)
+    medoids = ClassMedoids(
+        num_classes=len(class_ids),
+        max_samples_per_class=args.max_per_class,
+        verbose=0 if args.quick else 1,
+    ).fit(activations, train_labels)
 
 """
 ## The detector
@@ -244,7 +340,11 @@ with statistics of the training activations computed above
 InceptionV3 over the training images a second time).
 """
 
-distance = MedoidDistance.from_medoids(medoids, standardize=True).adapt(activations)
+distance = MedoidDistance.from_medoids(medoids, standardize=True)
+if args.store:
+    store.adapt(distance)  # streaming, from the store
+else:
+    distance.adapt(activations)
 detector = MedoidLSTMDetector(taps, distance)
 print("distance sequence:", detector.features(x_pool[:1]).shape[1:], "(blocks, classes)")
 
@@ -337,8 +437,9 @@ activations already computed; k chosen on the validation images.
 """
 
 last = taps.tap_names[-1]
+last_activations = store.read_layer(last) if args.store else activations[last]
 knn = KNNDetector(model, last, batch_size=args.batch_size).fit_activations(
-    activations[last], class_ids[train_labels]
+    last_activations, class_ids[train_labels]
 )
 k_candidates = [k for k in (1, 2, 5, 10, 20, 50) if k <= len(train_labels)]
 knn.select_k(x[val_idx], is_adv[val_idx], k_candidates=k_candidates)
