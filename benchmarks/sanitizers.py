@@ -369,7 +369,7 @@ def run_dataset(dataset, quick, prefix):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from keras_advguard._plots_sanitizers import (
+    from keras_advguard.plots import (
         layer_divergence,
         plot_layer_divergence,
         plot_tradeoff,

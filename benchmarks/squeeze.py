@@ -346,7 +346,7 @@ def figures(dataset, model, x_eval, fgsm_result, squeezer, sections, quick):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from keras_advguard._plots_squeeze import LayerDivergenceDisplay
+    from keras_advguard.plots import LayerDivergenceDisplay
 
     x_adv = fgsm_result.x_adv
     x_succ = x_adv[fgsm_result.success]
@@ -385,7 +385,7 @@ def figures(dataset, model, x_eval, fgsm_result, squeezer, sections, quick):
 def art_comparison(model, x, sections, repeats):
     import numpy as np
 
-    from keras_advguard._plots_squeeze import apply_in_batches
+    from keras_advguard._activations import apply_in_batches
     from keras_advguard.detectors.feature_squeezing_detector import FeatureSqueezingDetector
     from keras_advguard.layers.bit_depth_squeezer import BitDepthSqueezer
     from keras_advguard.layers.median_smoothing_squeezer import MedianSmoothingSqueezer

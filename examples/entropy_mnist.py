@@ -36,14 +36,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_advguard import attacks, metrics  # noqa: E402
-from keras_advguard._plots_entropy import (  # noqa: E402
+from keras_advguard.datasets import load_dataset  # noqa: E402
+from keras_advguard.detectors.entropy_detector import EntropyDetector  # noqa: E402
+from keras_advguard.models import load_or_train  # noqa: E402
+from keras_advguard.plots import (  # noqa: E402
     AttackRocDisplay,
     EntropyHistogramDisplay,
     FeatureResponseDisplay,
 )
-from keras_advguard.datasets import load_dataset  # noqa: E402
-from keras_advguard.detectors.entropy_detector import EntropyDetector  # noqa: E402
-from keras_advguard.models import load_or_train  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--quick", action="store_true", help="A small, fast run.")

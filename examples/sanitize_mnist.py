@@ -32,11 +32,6 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from keras_advguard import attacks  # noqa: E402
-from keras_advguard._plots_sanitizers import (  # noqa: E402
-    layer_divergence,
-    plot_layer_divergence,
-    plot_tradeoff,
-)
 from keras_advguard.datasets import load_dataset, validation_split  # noqa: E402
 from keras_advguard.layers import (  # noqa: E402
     MaskSanitizer,
@@ -47,6 +42,11 @@ from keras_advguard.models import (  # noqa: E402
     DIGITS_CNN_SANITIZED_LAYERS,
     MNIST_CNN_SANITIZED_LAYERS,
     load_or_train,
+)
+from keras_advguard.plots import (  # noqa: E402
+    layer_divergence,
+    plot_layer_divergence,
+    plot_tradeoff,
 )
 from keras_advguard.sanitize import sanitize  # noqa: E402
 

@@ -28,7 +28,6 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from keras_advguard import attacks, metrics  # noqa: E402
-from keras_advguard._plots_squeeze import LayerDivergenceDisplay  # noqa: E402
 from keras_advguard.datasets import load_dataset  # noqa: E402
 from keras_advguard.detectors.feature_squeezing_detector import (  # noqa: E402
     FeatureSqueezingDetector,
@@ -38,6 +37,7 @@ from keras_advguard.layers.median_smoothing_squeezer import (  # noqa: E402
     MedianSmoothingSqueezer,
 )
 from keras_advguard.models import load_or_train  # noqa: E402
+from keras_advguard.plots import LayerDivergenceDisplay  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--quick", action="store_true", help="8x8 digits, a fast run.")

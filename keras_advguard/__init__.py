@@ -27,10 +27,12 @@ if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "advguard":
 from keras_advguard import attacks as attacks
 from keras_advguard import datasets as datasets
 from keras_advguard import detectors as detectors
+from keras_advguard import evaluation as evaluation
 from keras_advguard import layers as layers
 from keras_advguard import metrics as metrics
 from keras_advguard import models as models
 from keras_advguard import plots as plots
+from keras_advguard import training as training
 from keras_advguard.detector_model import DetectorModel as DetectorModel
 from keras_advguard.detector_model import as_logits_fn as as_logits_fn
 from keras_advguard.detector_model import rebuild_model as rebuild_model
@@ -38,8 +40,13 @@ from keras_advguard.detector_model import resolve_layers as resolve_layers
 from keras_advguard.detectors import ClassMedoids as ClassMedoids
 from keras_advguard.detectors import EntropyDetector as EntropyDetector
 from keras_advguard.detectors import FeatureSqueezingDetector as FeatureSqueezingDetector
+from keras_advguard.detectors import InputCNNDetector as InputCNNDetector
 from keras_advguard.detectors import KNNDetector as KNNDetector
+from keras_advguard.detectors import MaxSoftmaxDetector as MaxSoftmaxDetector
 from keras_advguard.detectors import MedoidLSTMDetector as MedoidLSTMDetector
+from keras_advguard.detectors import load_detector as load_detector
+from keras_advguard.evaluation import EvaluationReport as EvaluationReport
+from keras_advguard.evaluation import evaluate as evaluate
 from keras_advguard.layers import BitDepthSqueezer as BitDepthSqueezer
 from keras_advguard.layers import MaskSanitizer as MaskSanitizer
 from keras_advguard.layers import MedianSanitizer as MedianSanitizer
@@ -49,17 +56,25 @@ from keras_advguard.layers import NLMeansSanitizer as NLMeansSanitizer
 from keras_advguard.layers import NLMeansSqueezer as NLMeansSqueezer
 from keras_advguard.sanitize import sanitize as sanitize
 from keras_advguard.sanitize import sanitizer_name as sanitizer_name
+from keras_advguard.saving import load_model as load_model
+from keras_advguard.saving import save_model as save_model
+from keras_advguard.training import AdversarialModel as AdversarialModel
 from keras_advguard.version import __version__ as __version__
 
 __all__ = [
+    "AdversarialModel",
     "BitDepthSqueezer",
     "ClassMedoids",
     "DetectorModel",
     "EntropyDetector",
+    "EvaluationReport",
     "FeatureSqueezingDetector",
     "KNNDetector",
     "MedianSmoothingSqueezer",
     "MedoidLSTMDetector",
+    "load_detector",
+    "MaxSoftmaxDetector",
+    "InputCNNDetector",
     "NLMeansSqueezer",
     "MaskSanitizer",
     "MedianSanitizer",
@@ -70,12 +85,17 @@ __all__ = [
     "attacks",
     "datasets",
     "detectors",
+    "evaluate",
+    "evaluation",
     "layers",
     "metrics",
     "models",
     "plots",
     "rebuild_model",
     "resolve_layers",
+    "load_model",
     "sanitize",
+    "save_model",
     "sanitizer_name",
+    "training",
 ]

@@ -186,3 +186,29 @@ def check_finite(name, value):
             f"(shape={array.shape})"
         )
     return value
+
+
+def check_nonempty(name, value, dtype_kind):
+    """`check_array` that reports emptiness before the dtype.
+
+    `np.asarray([])` is float64, so an empty list of labels must be refused
+    as empty (`ValueError`) before its dtype is judged (`TypeError`).
+    """
+    array = check_array(name, value, dtype_kind=dtype_kind + "f", allow_empty=True)
+    if array.size == 0:
+        raise ValueError(
+            f"Argument `{name}` must not be empty. Received: {name} with shape={array.shape}"
+        )
+    return check_array(name, array, dtype_kind=dtype_kind)
+
+
+def check_labels(name, value):
+    """Return `value` as a non-empty 1-D array of class labels (ints, bools or strings)."""
+    array = check_nonempty(name, value, "iubUS")
+    if array.ndim != 1:
+        raise ValueError(
+            f"Argument `{name}` must be a 1-D array of class labels "
+            "(e.g. `np.argmax(probabilities, axis=-1)`). "
+            f"Received: {name} with shape={array.shape}"
+        )
+    return array

@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 
 from keras_advguard import _validation
+from keras_advguard.splits import validation_split as validation_split
 
 DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10")
 """Names accepted by `load_dataset`."""
@@ -125,67 +126,6 @@ def load_dataset(name, path=None):
     else:
         (x_train, y_train), (x_test, y_test) = _load_mnist_like(name, path)
     return _to_float((x_train, y_train), name), _to_float((x_test, y_test), name)
-
-
-def validation_split(x, y, fraction=0.1, seed=0):
-    """Split a training set into a fitting part and a stratified validation part.
-
-    Use it to pick hyper-parameters (thresholds, epochs, window sizes) on
-    training data only, never on the test set.
-
-    Args:
-        x: array of samples, first axis = samples.
-        y: integer labels of shape `(N,)`, used to stratify.
-        fraction: share of the samples that goes to validation, in `(0, 1)`.
-            Defaults to `0.1`.
-        seed: integer seed of the shuffle. Defaults to `0`.
-
-    Returns:
-        `(x_fit, y_fit), (x_val, y_val)`, the same dtypes as the inputs. Every
-        class keeps (up to rounding) its share in both parts.
-
-    Raises:
-        ValueError: `fraction` outside `(0, 1)`, `x` and `y` of different
-            lengths, or too few samples per class to stratify.
-        TypeError: `y` not integer, `seed` not an integer.
-
-    Example:
-
-        >>> import numpy as np
-        >>> x = np.arange(20, dtype="float32").reshape(10, 2)
-        >>> y = np.array([0, 1] * 5)
-        >>> (x_fit, y_fit), (x_val, y_val) = validation_split(x, y, fraction=0.4)
-        >>> x_fit.shape, x_val.shape, sorted(y_val.tolist())
-        ((6, 2), (4, 2), [0, 0, 1, 1])
-    """
-    x = _validation.check_array("x", x, min_ndim=1, dtype_kind="fcbiu")
-    y = _validation.check_array("y", y, ndim=1, dtype_kind="iu")
-    _validation.check_same_length("x", x, "y", y)
-    _validation.check_number(
-        "fraction",
-        fraction,
-        min_value=0,
-        max_value=1,
-        min_inclusive=False,
-        max_inclusive=False,
-    )
-    _validation.check_number("seed", seed, min_value=0, integer=True)
-    from sklearn.model_selection import train_test_split
-
-    try:
-        x_fit, x_val, y_fit, y_val = train_test_split(
-            x, y, test_size=fraction, stratify=y, random_state=int(seed)
-        )
-    except ValueError as e:
-        counts = np.bincount(y - y.min()) if y.size else []
-        raise ValueError(
-            "Cannot split the samples into a stratified validation set: every "
-            "class needs at least 2 samples, and both parts at least one sample "
-            f"per class ({len(np.unique(y))} classes). Use a larger `fraction` or "
-            f"more data. Received: fraction={fraction}, len(y)={len(y)}, "
-            f"smallest class size={int(np.min(counts[counts > 0]))}"
-        ) from e
-    return (x_fit, y_fit), (x_val, y_val)
 
 
 # --------------------------------------------------------------------------

@@ -26,6 +26,10 @@ import numbers
 import numpy as np
 
 from keras_advguard import _validation
+from keras_advguard.splits import stratified_kfold as stratified_kfold
+from keras_advguard.splits import (
+    train_val_test_split_by_group as train_val_test_split_by_group,
+)
 
 # Relative tolerance on `fpr * n` so that e.g. `0.29 * 100` (which is
 # 28.999999999999996 in floating point) allows 29 false positives.
@@ -63,30 +67,7 @@ def _check_scores(name, value):
     return array
 
 
-def _check_nonempty(name, value, dtype_kind):
-    """`check_array` that reports emptiness before the dtype.
-
-    `np.asarray([])` is float64, so an empty list of labels must be refused
-    as empty (`ValueError`) before its dtype is judged (`TypeError`).
-    """
-    array = _validation.check_array(name, value, dtype_kind=dtype_kind + "f", allow_empty=True)
-    if array.size == 0:
-        raise ValueError(
-            f"Argument `{name}` must not be empty. Received: {name} with shape={array.shape}"
-        )
-    return _validation.check_array(name, array, dtype_kind=dtype_kind)
-
-
-def _check_labels(name, value):
-    """Return `value` as a non-empty 1-D array of class labels."""
-    array = _check_nonempty(name, value, "iubUS")
-    if array.ndim != 1:
-        raise ValueError(
-            f"Argument `{name}` must be a 1-D array of class labels "
-            "(e.g. `np.argmax(probabilities, axis=-1)`). "
-            f"Received: {name} with shape={array.shape}"
-        )
-    return array
+_check_labels = _validation.check_labels
 
 
 def _check_fprs(fpr):
@@ -611,135 +592,91 @@ def evaluation_sets(y_true, y_pred_clean, y_pred_adv, *, y_target=None):
 
 
 # ---------------------------------------------------------------------------
-# Splits that keep an image's clean and adversarial versions together
+# Adaptive attacks: success against classifier and detector together
 # ---------------------------------------------------------------------------
 
 
-def _check_groups(groups, n=None, labels_name="labels"):
-    groups = _check_nonempty("groups", groups, "iuUS")
-    if groups.ndim != 1:
-        raise ValueError(
-            "Argument `groups` must be a 1-D array of group ids. "
-            f"Received: groups with shape={groups.shape}"
-        )
-    if n is not None and groups.size != n:
-        raise ValueError(
-            f"Arguments `{labels_name}` and `groups` must have the same length. "
-            f"Received: len({labels_name})={n}, len(groups)={groups.size}"
-        )
-    return groups
+def success_rate_at_fpr(
+    scores_clean_validation,
+    scores_adv,
+    fooled,
+    fprs=(0.01, 0.05, 0.1),
+    *,
+    scores_clean=None,
+):
+    """SR@N: the share of attacked inputs that fool the classifier and evade the detector.
 
-
-def stratified_kfold(labels, n_splits=5, seed=0, groups=None):
-    """Shuffled stratified k-fold indices, optionally grouped by source image.
-
-    Without `groups`: `sklearn.model_selection.StratifiedKFold` (shuffled).
-    With `groups` (the id of the source image of each sample):
-    `sklearn.model_selection.StratifiedGroupKFold` (shuffled), so an image's
-    clean and adversarial versions are always in the same fold and never
-    straddle train and test. Stratification is then approximate.
+    The figure adaptive attacks on detectors report (Bryniarski et al.,
+    ICLR 2022): with the threshold `t_N` set at N% false positive rate on
+    clean validation scores (`threshold_at_fpr`, flag iff `score > t_N`),
+    `SR@N = mean(fooled & (scores_adv <= t_N))` over all attacked sources.
+    Beside it, the detector's side at the same threshold: `TPR@N =
+    mean(scores_adv > t_N)` over all attacked inputs (fooled or not). Works
+    for any detector: pass its `score` of clean validation inputs and of the
+    attack's `x_adv`, and the attack's `success`.
 
     Args:
-        labels: 1-D array of the labels to stratify on, typically 0 clean /
-            1 adversarial.
-        n_splits: number of folds, at least 2. Defaults to `5`.
-        seed: seed of the shuffle. Defaults to `0`.
-        groups: optional 1-D array of group ids (ints or strings), one per
-            sample. Defaults to `None`.
+        scores_clean_validation: 1-D array of detector scores of clean
+            validation inputs (the calibration set, disjoint from the test).
+        scores_adv: 1-D array `(N,)` of detector scores of the attacked
+            inputs, one per source.
+        fooled: bool array `(N,)`, whether each attacked input fools the
+            classifier (`AttackResult.success`).
+        fprs: target false positive rates in `[0, 1]` (a scalar is accepted).
+            Defaults to `(0.01, 0.05, 0.1)`.
+        scores_clean: optional 1-D array of detector scores of clean *test*
+            inputs; when given, the ROC AUC of clean test vs attacked inputs
+            and the ROC curve are added. Defaults to `None`.
 
     Returns:
-        A generator of `(train_index, test_index)` int64 array pairs, one per
-        fold; every sample is in exactly one `test_index`.
+        A dict with keys `"n"` (number of attacked sources), `"n_fooled"`
+        (how many fool the classifier), `"n_calibration"` (number of clean
+        validation scores) and `"at_fpr"`: a dict keyed by each target FPR
+        (float) whose values are dicts with `"threshold"`, `"sr"` (SR@N),
+        `"tpr"` (TPR@N of the attacked inputs) and `"n_evaded"` (sources
+        counted in SR@N). With `scores_clean`, also `"auc"` and `"roc"`:
+        the ROC AUC and the ROC curve `(fpr, tpr, thresholds)`
+        (`roc_curve`), clean test vs attacked.
 
     Raises:
-        ValueError: if `labels` is empty or not 1-D, `groups` has another
-            length, `n_splits < 2`, or scikit-learn cannot make the folds
-            (e.g. more folds than samples or groups).
-        TypeError: if `labels` holds floats, or `n_splits`/`seed` is not an int.
+        ValueError: empty score sets, NaN or infinite scores, a target outside
+            `[0, 1]`, or `fooled` and `scores_adv` of different lengths.
+        TypeError: non-numeric scores, or `fooled` not boolean.
 
     Example:
 
-        >>> labels = [0, 0, 1, 1, 0, 0, 1, 1]
-        >>> groups = [0, 1, 0, 1, 2, 3, 2, 3]  # image i: clean and adversarial
-        >>> for train, test in stratified_kfold(labels, 2, groups=groups):
-        ...     shared = {groups[i] for i in train} & {groups[i] for i in test}
-        ...     print(len(train), len(test), shared)
-        4 4 set()
-        4 4 set()
+        >>> clean_val = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+        >>> adv = [0.35, 0.65, 0.95, 0.2]
+        >>> fooled = [True, True, True, False]
+        >>> report = success_rate_at_fpr(clean_val, adv, fooled, fprs=[0.1, 0.4])
+        >>> report["at_fpr"][0.1]  # t = 0.9: the first two evade
+        {'threshold': 0.9, 'sr': 0.5, 'tpr': 0.25, 'n_evaded': 2}
+        >>> report["at_fpr"][0.4]["sr"]  # t = 0.6: only the first
+        0.25
     """
-    from sklearn import model_selection
-
-    labels = _check_labels("labels", labels)
-    _validation.check_number("n_splits", n_splits, min_value=2, integer=True)
-    _validation.check_number("seed", seed, min_value=0, integer=True)
-    if groups is None:
-        splitter = model_selection.StratifiedKFold(
-            n_splits=int(n_splits), shuffle=True, random_state=int(seed)
-        )
-        splits = splitter.split(np.zeros(labels.size), labels)
-    else:
-        groups = _check_groups(groups, labels.size)
-        splitter = model_selection.StratifiedGroupKFold(
-            n_splits=int(n_splits), shuffle=True, random_state=int(seed)
-        )
-        splits = splitter.split(np.zeros(labels.size), labels, groups)
-    # Materialise now so that scikit-learn's errors surface at the call.
-    folds = [(train.astype(np.int64), test.astype(np.int64)) for train, test in splits]
-    return (fold for fold in folds)
-
-
-def train_val_test_split_by_group(groups, fractions=(0.8, 0.1, 0.1), seed=0):
-    """Split sample indices into train, validation and test by group.
-
-    The unique groups (e.g. source image ids) are shuffled with `seed` and
-    dealt in order to train, validation and test; a group goes to the split
-    in which the middle of its run of samples falls, so the sample fractions
-    match `fractions` up to the size of one group. No group is in two splits.
-
-    Args:
-        groups: 1-D array of group ids (ints or strings), one per sample.
-        fractions: three non-negative fractions of the samples for train,
-            validation and test, summing to 1. Defaults to `(0.8, 0.1, 0.1)`.
-        seed: seed of the shuffle. Defaults to `0`.
-
-    Returns:
-        A tuple `(train_index, val_index, test_index)` of sorted int64 arrays.
-
-    Raises:
-        ValueError: if `groups` is empty or not 1-D, `fractions` does not hold
-            three values in `[0, 1]` summing to 1.
-        TypeError: if `groups` holds floats, or `seed` is not an int.
-
-    Example:
-
-        >>> groups = [g for g in range(10) for _ in range(2)]  # 10 images x 2
-        >>> train, val, test = train_val_test_split_by_group(groups, (0.6, 0.2, 0.2))
-        >>> len(train), len(val), len(test)
-        (12, 4, 4)
-        >>> sorted({groups[i] for i in val} & {groups[i] for i in test})
-        []
-    """
-    groups = _check_groups(groups)
-    _validation.check_number("seed", seed, min_value=0, integer=True)
-    fractions_array = _validation.check_array("fractions", fractions, ndim=1, dtype_kind="fiu")
-    if fractions_array.size != 3:
-        raise ValueError(
-            "Argument `fractions` must hold three values (train, validation, "
-            f"test). Received: fractions={fractions!r}"
-        )
-    for name, value in zip(("train", "validation", "test"), fractions_array.tolist(), strict=True):
-        _validation.check_number(f"fractions ({name})", value, min_value=0.0, max_value=1.0)
-    if not math.isclose(float(fractions_array.sum()), 1.0, abs_tol=1e-6):
-        raise ValueError(
-            "Argument `fractions` must sum to 1. "
-            f"Received: fractions={fractions!r} (sum={float(fractions_array.sum())})"
-        )
-    unique, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    order = np.random.default_rng(int(seed)).permutation(unique.size)
-    sizes = counts[order]
-    middles = np.cumsum(sizes) - sizes / 2.0
-    bounds = np.cumsum(fractions_array)[:2] * groups.size
-    split_of_group = np.empty(unique.size, dtype=np.int64)
-    split_of_group[order] = np.searchsorted(bounds, middles, side="right")
-    split_of_sample = split_of_group[inverse]
-    return tuple(np.flatnonzero(split_of_sample == k).astype(np.int64) for k in range(3))
+    clean = _check_scores("scores_clean_validation", scores_clean_validation)
+    adv = _check_scores("scores_adv", scores_adv)
+    fooled = _validation.check_array("fooled", fooled, ndim=1, dtype_kind="b")
+    _validation.check_same_length("scores_adv", adv, "fooled", fooled)
+    targets, _ = _check_fprs(fprs)
+    thresholds = _thresholds_from_sorted(np.sort(clean), targets)
+    at_fpr = {}
+    for target, t in zip(targets.tolist(), thresholds.tolist(), strict=True):
+        evaded = fooled & (adv <= t)
+        at_fpr[target] = {
+            "threshold": t,
+            "sr": float(np.mean(evaded)),
+            "tpr": float(np.mean(adv > t)),
+            "n_evaded": int(evaded.sum()),
+        }
+    report = {
+        "n": int(adv.size),
+        "n_fooled": int(fooled.sum()),
+        "n_calibration": int(clean.size),
+        "at_fpr": at_fpr,
+    }
+    if scores_clean is not None:
+        clean_test = _check_scores("scores_clean", scores_clean)
+        report["auc"] = roc_auc(clean_test, adv)
+        report["roc"] = roc_curve(clean_test, adv)
+    return report

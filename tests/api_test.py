@@ -26,8 +26,13 @@ PUBLIC = {
         "FeatureSqueezingDetector",
         "sanitize",
         "sanitizer_name",
+        "save_model",
+        "load_model",
+        "evaluate",
+        "EvaluationReport",
         "__version__",
     ],
+    "keras_advguard.evaluation": ["evaluate", "EvaluationReport", "default_cache_dir"],
     "keras_advguard.attacks": [
         "AttackResult",
         "fgsm",
@@ -43,6 +48,11 @@ PUBLIC = {
         "gradient_attack",
         "bpda",
         "pgd_with_loss",
+        "selective_pgd",
+        "orthogonal_pgd",
+        "apgd",
+        "eot",
+        "feature_matching",
     ],
     "keras_advguard.datasets": ["load_dataset", "validation_split"],
     "keras_advguard.models": [
@@ -64,6 +74,7 @@ PUBLIC = {
         "EvaluationSets",
         "stratified_kfold",
         "train_val_test_split_by_group",
+        "success_rate_at_fpr",
     ],
     "keras_advguard.plots": [
         "DetectionRocDisplay",
@@ -97,6 +108,10 @@ PUBLIC = {
         "local_spatial_entropy",
         "EntropyDetector",
         "FeatureSqueezingDetector",
+        "MaxSoftmaxDetector",
+        "InputCNNDetector",
+        "Detector",
+        "load_detector",
     ],
 }
 
@@ -109,7 +124,13 @@ def test_public_names_exist(module):
 
 
 @pytest.mark.parametrize(
-    "module", ["keras_advguard", "keras_advguard.attacks", "keras_advguard.detectors"]
+    "module",
+    [
+        "keras_advguard",
+        "keras_advguard.attacks",
+        "keras_advguard.detectors",
+        "keras_advguard.evaluation",
+    ],
 )
 def test_all_resolves(module):
     mod = importlib.import_module(module)

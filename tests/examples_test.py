@@ -72,3 +72,20 @@ def test_medoid_lstm_imagenet_needs_its_files(tmp_path):
     )
     assert proc.returncode == 2
     assert "--weights, --test-dir required" in proc.stderr
+
+
+def test_evaluate_example_takes_every_dataset():
+    """`evaluate_digits.py` offers --dataset for each dataset `load_dataset` knows."""
+    from keras_advguard.datasets import DATASET_NAMES
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "evaluate_digits.py"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(name in proc.stdout for name in DATASET_NAMES)

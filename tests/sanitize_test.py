@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras_advguard.layers import MaskSanitizer, MedianSanitizer, NLMeansSanitizer
 from keras_advguard.models import MNIST_CNN_SANITIZED_LAYERS, mnist_cnn
 from keras_advguard.sanitize import sanitize, sanitizer_name
+from tests._model_saving_test_case import run_model_saving_test
 
 RNG = np.random.default_rng(0)
 
@@ -229,10 +230,10 @@ def test_save_and_load_in_safe_mode(tmp_path, sanitizer, bpda):
     outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(h)
     model = keras.Model(inputs, outputs)
     defended = sanitize(model, ["conv1", "fc2"], sanitizer, bpda=bpda)
-    path = str(tmp_path / "defended.keras")
-    defended.save(path)
-    loaded = keras.models.load_model(path, safe_mode=True)
     x = RNG.random((6, 8, 8, 1)).astype("float32")
+    loaded = run_model_saving_test(
+        keras.Model, model=defended, input_data=x, atol=0, rtol=0, folder=str(tmp_path)
+    )
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), defended.predict(x, verbose=0))
     kinds = [type(la).__name__ for la in loaded.layers]
     assert kinds.count(type(sanitizer).__name__) == 2
@@ -317,7 +318,8 @@ def test_duplicate_names_in_nested_models():
 
 
 def test_bad_selector_type():
-    with pytest.raises(TypeError, match="Each entry of `layers`"):
+    # The argument is `after` (resolve_layers calls it `layers`).
+    with pytest.raises(TypeError, match=r"Argument `after` must be a layer name.*after=3"):
         sanitize(mlp(), after=3)
 
 

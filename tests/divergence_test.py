@@ -1,32 +1,71 @@
-import os
+"""keras_advguard.divergence: layer_cosine_distances, same_norm_noise, layer_divergence."""
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+import keras
+import numpy as np
+import pytest
+import scipy.spatial.distance
 
-import keras  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from keras_advguard._plots_sanitizers import (  # noqa: E402
-    LayerDivergence,
+from keras_advguard.divergence import (
+    layer_cosine_distances,
     layer_divergence,
-    plot_layer_divergence,
-    plot_tradeoff,
+    mean_std_over_pairs,
+    same_norm_noise,
 )
-from keras_advguard.layers import MaskSanitizer  # noqa: E402
-from keras_advguard.sanitize import sanitize  # noqa: E402
+from keras_advguard.layers import MaskSanitizer
+from keras_advguard.sanitize import sanitize
 
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+@pytest.fixture(scope="module")
+def tiny_model():
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((5, 5, 1))
+    h = keras.layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(6, name="fc")(h)
+    h = keras.layers.Activation("tanh", name="act")(h)
+    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(h)
+    return keras.Model(inputs, outputs)
+
+
+def numpy_layer_distances(model, x, y, names):
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    a = probe.predict(x, verbose=0)
+    b = probe.predict(y, verbose=0)
+    return {
+        n: np.array(
+            [scipy.spatial.distance.cosine(u.ravel(), v.ravel()) for u, v in zip(p, q, strict=True)]
+        )
+        for n, p, q in zip(names, a, b, strict=True)
+    }
+
+
+def test_layer_cosine_distances_match_numpy(tiny_model):
+    rng = np.random.default_rng(3)
+    x = rng.random((7, 5, 5, 1)).astype("float32")
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1).astype("float32")
+    got = layer_cosine_distances(tiny_model, x, y, batch_size=3)
+    assert list(got) == ["conv", "act"]
+    expected = numpy_layer_distances(tiny_model, x, y, ["conv", "act"])
+    for name in got:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-6)
+    assert list(layer_cosine_distances(tiny_model, x, y, layers=["fc"])) == ["fc"]
+    with pytest.raises(ValueError, match="same shape"):
+        layer_cosine_distances(tiny_model, x, y[:3])
+
+
+def test_same_norm_noise():
+    rng = np.random.default_rng(4)
+    x = rng.random((5, 4, 4, 1)).astype("float32")
+    x_adv = x + rng.choice([-0.1, 0.1], size=x.shape).astype("float32")
+    noisy = same_norm_noise(x, x_adv, seed=0)
+    norms = lambda d: np.linalg.norm(d.reshape(5, -1), axis=1)  # noqa: E731
+    np.testing.assert_allclose(norms(noisy - x), norms(x_adv - x), rtol=1e-5)
+    assert not np.allclose(noisy, x_adv)
+    np.testing.assert_array_equal(noisy, same_norm_noise(x, x_adv, seed=0))
+    clipped = same_norm_noise(x, x_adv, seed=0, clip=(0.0, 1.0))
+    assert clipped.min() >= 0.0 and clipped.max() <= 1.0
 
 
 def convnet():
@@ -129,46 +168,12 @@ def test_layer_divergence_errors():
         layer_divergence(model, defended, x, x, "conv7")
 
 
-def test_plot_layer_divergence_draws_both_curves(tmp_path):
-    result = LayerDivergence(
-        ["conv1", "conv2", "fc7"],
-        ["conv1_sanitizer", "conv2_sanitizer", "fc7_sanitizer"],
-        np.array([0.4, 0.8, 1.5]),
-        np.array([0.3, 0.5, 0.6]),
-        np.array([0.1, 0.1, 0.2]),
-        np.array([0.1, 0.1, 0.1]),
-        np.full((2, 3), 100),
-    )
-    display = plot_layer_divergence(result, labels=("plain", "mask"), show_std=True)
-    assert display.ax_.get_legend_handles_labels()[1] == ["plain", "mask"]
-    np.testing.assert_allclose(display.lines_[0].get_ydata(), [0.4, 0.8, 1.5])
-    assert [t.get_text() for t in display.ax_.get_xticklabels()] == ["conv1", "conv2", "fc7"]
-    display.figure_.savefig(tmp_path / "fig7.png")
-    with pytest.raises(TypeError, match="divergence"):
-        plot_layer_divergence({"before": [1]})
-
-
-def test_plot_tradeoff_threshold_and_pareto():
-    alphas = [0.0, 0.2, 0.4]
-    display = plot_tradeoff(
-        alphas,
-        [0.99, 0.97, 0.9],
-        {"PGD oblivious": [0.0, 0.6, 0.7], "PGD BPDA": [0, 0, 0.1]},
-        chosen=0.2,
-    )
-    assert sorted(display.lines_) == ["PGD BPDA", "PGD oblivious", "clean"]
-    np.testing.assert_allclose(display.lines_["clean"].get_xdata(), alphas)
-    assert display.chosen_line_.get_xdata()[0] == 0.2
-    pareto = plot_tradeoff(alphas, [0.99, 0.97, 0.9], [0.0, 0.6, 0.7], chosen=0.2, kind="pareto")
-    np.testing.assert_allclose(pareto.lines_["robust"].get_xdata(), [0.99, 0.97, 0.9])
-    np.testing.assert_allclose(pareto.chosen_line_.get_ydata(), [0.6])
-    assert pareto.ax_.get_xlabel() == "clean accuracy"
-
-
-def test_plot_tradeoff_errors():
-    with pytest.raises(ValueError, match="same length|length"):
-        plot_tradeoff([0.1, 0.2], [0.9], [0.5, 0.6])
-    with pytest.raises(ValueError, match="kind"):
-        plot_tradeoff([0.1], [0.9], [0.5], kind="bars")
-    with pytest.raises(TypeError):
-        plot_tradeoff([0.1], [0.9], ["a"])
+def test_mean_std_over_pairs_leaves_undefined_pairs_out():
+    per_pair = np.array([[1.0, np.nan, 2.0], [3.0, np.nan, np.nan], [5.0, np.nan, 4.0]])
+    mean, std, n = mean_std_over_pairs(per_pair)
+    np.testing.assert_allclose(mean, [3.0, np.nan, 3.0])
+    np.testing.assert_allclose(std, [np.std([1.0, 3.0, 5.0]), np.nan, 1.0])
+    np.testing.assert_array_equal(n, [3, 0, 2])
+    same = mean_std_over_pairs(list(per_pair.T))
+    for a, b in zip(same, (mean, std, n), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,3 +1,5 @@
+"""keras_advguard.plots.roc: DetectionRocDisplay, plot_mean_roc, AttackRocDisplay."""
+
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -167,3 +169,30 @@ def test_plot_mean_roc_on_given_ax():
 def test_plot_mean_roc_errors(folds, kwargs, error, match):
     with pytest.raises(error, match=match):
         plots.plot_mean_roc(folds, **kwargs)
+
+
+def test_from_folds_is_plot_mean_roc():
+    folds = [_scores(0), _scores(1)]
+    a = plots.plot_mean_roc(folds)
+    b = plots.DetectionRocDisplay.from_folds(folds)
+    np.testing.assert_array_equal(a.tpr, b.tpr)
+    np.testing.assert_array_equal(a.tpr_std, b.tpr_std)
+    assert (a.roc_auc, a.roc_auc_std) == (b.roc_auc, b.roc_auc_std)
+
+
+def test_attack_roc_display():
+    clean = [0.1, 0.4, 0.2, 0.3]
+    # "Inverted": every adversarial score below the clean ones (AUC 0).
+    by_attack = {"FGSM": [0.35, 0.8], "DeepFool": [0.15, 0.5, 0.9], "Inverted": [0.0, 0.05]}
+    display = plots.AttackRocDisplay.from_scores(clean, by_attack)
+    assert list(display.displays_) == ["FGSM", "DeepFool", "Inverted"]
+    for name, scores in by_attack.items():
+        labels = np.r_[np.zeros(len(clean)), np.ones(len(scores))]
+        auc = sk_metrics.roc_auc_score(labels, np.r_[clean, scores])  # independent reference
+        assert display.displays_[name].line_.get_label() == f"{name} (AUC = {auc:.2f})"
+    assert display.displays_["Inverted"].line_.get_label() == "Inverted (AUC = 0.00)"
+    chance = [d.chance_level_ for d in display.displays_.values() if d.chance_level_]
+    assert len(chance) == 1
+    plt.close(display.figure_)
+    with pytest.raises(ValueError, match="at least one attack"):
+        plots.AttackRocDisplay(clean, {})

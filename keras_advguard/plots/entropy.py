@@ -1,34 +1,22 @@
-"""Figures of the feature-response entropy detector (Amirian et al., Fig. 3 and 4).
-
-Display objects in the scikit-learn pattern (see `keras_advguard.plots`): the
-constructor stores the data, `.plot(...)` draws it and stores the matplotlib
-objects in trailing-underscore attributes (`figure_`, `ax_` / `axes_`), and
-`from_*` class methods compute the data from the library's own outputs.
-matplotlib is imported inside the drawing methods only.
+"""Figures of the feature-response entropy detector (Amirian et al., Fig. 3 and 4a).
 
 - `FeatureResponseDisplay` (Fig. 3): image, feature response and local
   spatial entropy, clean and adversarial side by side.
 - `EntropyHistogramDisplay` (Fig. 4a): distribution of the mean local
   spatial entropy of clean (green) and adversarial (red) images.
-- `AttackRocDisplay` (Fig. 4b): one ROC curve per attack, drawn with
-  `plots.DetectionRocDisplay`.
+
+Fig. 4b, one ROC curve per attack, is `keras_advguard.plots.AttackRocDisplay`
+(`plots/roc.py`). Displays in the scikit-learn pattern
+(`keras_advguard.plots._base`); matplotlib is imported inside the drawing
+methods only.
 """
 
 import numpy as np
 
 from keras_advguard import _validation
+from keras_advguard.plots._base import DisplayMixin, check_scores
 
 _ROW_TITLES = ("Image", "Feature response", "Local spatial entropy")
-
-
-def _scores(name, value):
-    array = _validation.check_array(name, value, dtype_kind="fiu")
-    if array.ndim != 1:
-        raise ValueError(
-            f"Argument `{name}` must be a 1-D array of scores. "
-            f"Received: {name} with shape={array.shape}"
-        )
-    return array.astype(np.float64)
 
 
 def _image_for_display(image):
@@ -40,7 +28,7 @@ def _image_for_display(image):
     return np.clip(image, 0.0, 1.0), None
 
 
-class FeatureResponseDisplay:
+class FeatureResponseDisplay(DisplayMixin):
     """The paper's Fig. 3: image, feature response, local spatial entropy.
 
     Three rows (image, gray map of the feature response, local spatial
@@ -117,14 +105,8 @@ class FeatureResponseDisplay:
         Returns:
             The display, with `figure_`, `axes_` and `images_` set.
         """
-        import matplotlib.pyplot as plt
-
         k = len(self.images)
-        if axes is None:
-            figure, axes = plt.subplots(3, k, figsize=(1.8 * k + 1.2, 5.6), squeeze=False)
-        else:
-            axes = np.asarray(axes, dtype=object).reshape(3, k)
-            figure = axes[0, 0].figure
+        axes, _ = self._get_axes(axes, (3, k), "a (3, K) grid", figsize=(1.8 * k + 1.2, 5.6))
         vmax = float(np.log2(9.0))
         if self.entropy_maps.size:
             vmax = max(vmax, float(np.max(self.entropy_maps)))
@@ -143,10 +125,8 @@ class FeatureResponseDisplay:
                 axes[i, j].set_yticks([])
         for i, title in enumerate(_ROW_TITLES):
             axes[i, 0].set_ylabel(title, fontsize=9)
-        self.figure_ = figure
-        self.axes_ = axes
         self.images_ = drawn
-        return self
+        return self._finish(axes=axes)
 
     @classmethod
     def from_detector(cls, detector, x_clean, x_adv, *, titles=None, **kwargs):
@@ -175,7 +155,7 @@ class FeatureResponseDisplay:
         return cls(images, gray, maps, titles=titles).plot(**kwargs)
 
 
-class EntropyHistogramDisplay:
+class EntropyHistogramDisplay(DisplayMixin):
     """The paper's Fig. 4a: mean local spatial entropy, clean vs adversarial.
 
     Args:
@@ -204,8 +184,8 @@ class EntropyHistogramDisplay:
     """
 
     def __init__(self, scores_clean, scores_adv, threshold=None, name=None):
-        self.scores_clean = _scores("scores_clean", scores_clean)
-        self.scores_adv = _scores("scores_adv", scores_adv)
+        self.scores_clean = check_scores("scores_clean", scores_clean)
+        self.scores_adv = check_scores("scores_adv", scores_adv)
         if threshold is not None:
             _validation.check_number("threshold", threshold)
         self.threshold = threshold
@@ -224,10 +204,7 @@ class EntropyHistogramDisplay:
         Returns:
             The display.
         """
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots()
+        ax, _ = self._get_ax(ax)
         both = np.concatenate([self.scores_clean, self.scores_adv])
         edges = np.histogram_bin_edges(both, bins=bins)
         _, _, self.bars_clean_ = ax.hist(
@@ -259,9 +236,7 @@ class EntropyHistogramDisplay:
         ax.set_xlabel("Mean local spatial entropy (bits)")
         ax.set_ylabel("Density" if density else "Images")
         ax.legend(loc="best")
-        self.ax_ = ax
-        self.figure_ = ax.figure
-        return self
+        return self._finish(ax)
 
     @classmethod
     def from_detector(cls, detector, x_clean, x_adv, *, fpr=None, name=None, **kwargs):
@@ -289,85 +264,3 @@ class EntropyHistogramDisplay:
             threshold=threshold,
             name=name,
         ).plot(**kwargs)
-
-
-class AttackRocDisplay:
-    """The paper's Fig. 4b: the detector's ROC curve for each attack.
-
-    Every curve shares the clean scores; each is a
-    `plots.DetectionRocDisplay` (positive = adversarial, higher score = more
-    adversarial).
-
-    Args:
-        scores_clean: 1-D array of detector scores of clean images.
-        scores_adv_by_attack: dict `{attack name: 1-D array of scores of its
-            adversarial images}`.
-
-    Attributes (set by `plot`):
-        figure_, ax_: the matplotlib `Figure` and `Axes`.
-        displays_: dict `{attack name: DetectionRocDisplay}`.
-
-    Example:
-
-        >>> import matplotlib
-        >>> matplotlib.use("Agg")
-        >>> display = AttackRocDisplay.from_scores(
-        ...     [0.1, 0.4, 0.2], {"FGSM": [0.35, 0.8], "PGD": [0.5, 0.9]})
-        >>> sorted(display.displays_)
-        ['FGSM', 'PGD']
-        >>> import matplotlib.pyplot as plt
-        >>> plt.close(display.figure_)
-    """
-
-    def __init__(self, scores_clean, scores_adv_by_attack):
-        self.scores_clean = _scores("scores_clean", scores_clean)
-        _validation.check_type("scores_adv_by_attack", scores_adv_by_attack, dict, "a dict")
-        if not scores_adv_by_attack:
-            raise ValueError(
-                "Argument `scores_adv_by_attack` must hold at least one attack. "
-                "Received: scores_adv_by_attack={}"
-            )
-        self.scores_adv_by_attack = {
-            str(k): _scores(f"scores_adv_by_attack[{k!r}]", v)
-            for k, v in scores_adv_by_attack.items()
-        }
-
-    def plot(self, ax=None, *, fpr_markers=(0.01, 0.05, 0.1), **kwargs):
-        """Draw one ROC curve per attack and the chance diagonal once.
-
-        Args:
-            ax: matplotlib `Axes`; a new figure when `None`. Defaults to
-                `None`.
-            fpr_markers: false positive rates marked by dotted lines.
-                Defaults to `(0.01, 0.05, 0.1)`, the paper's.
-            **kwargs: passed to each `DetectionRocDisplay.plot`.
-
-        Returns:
-            The display.
-        """
-        import matplotlib.pyplot as plt
-
-        from keras_advguard.plots import DetectionRocDisplay
-
-        if ax is None:
-            _, ax = plt.subplots()
-        self.displays_ = {}
-        for i, (attack, scores_adv) in enumerate(self.scores_adv_by_attack.items()):
-            last = i == len(self.scores_adv_by_attack) - 1
-            self.displays_[attack] = DetectionRocDisplay.from_scores(
-                self.scores_clean,
-                scores_adv,
-                name=attack,
-                ax=ax,
-                plot_chance_level=last,
-                fpr_markers=fpr_markers if last else None,
-                **kwargs,
-            )
-        self.ax_ = ax
-        self.figure_ = ax.figure
-        return self
-
-    @classmethod
-    def from_scores(cls, scores_clean, scores_adv_by_attack, ax=None, **kwargs):
-        """Build the display from scores and plot it."""
-        return cls(scores_clean, scores_adv_by_attack).plot(ax=ax, **kwargs)

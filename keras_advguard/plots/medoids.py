@@ -1,20 +1,19 @@
 """Figure of the distance-space detector (Caldelli et al., Fig. 2): t-SNE of layer activations.
 
-Display object in the scikit-learn pattern (see `keras_advguard.plots`): the
-constructor stores the data, `.plot(...)` draws it and stores the matplotlib
-objects in trailing-underscore attributes (`figure_`, `axes_`), and `from_*`
-class methods compute the data from the library's own outputs. matplotlib
-and scikit-learn are imported inside the functions that need them.
-
 - `ActivationTsneDisplay`: one panel per tapped layer; each panel is a 2-D
   t-SNE embedding of training activations coloured by class, with chosen
   clean and adversarial test inputs highlighted.
-- `plot_activation_tsne`: compute and draw it in one call.
+- `plot_activation_tsne`: compute and draw it in one call
+  (`ActivationTsneDisplay.from_model`).
+
+A display in the scikit-learn pattern (`keras_advguard.plots._base`).
+matplotlib and scikit-learn are imported inside the functions that need them.
 """
 
 import numpy as np
 
 from keras_advguard import _validation
+from keras_advguard.plots._base import DisplayMixin
 
 KINDS = ("clean", "adversarial")
 # Marker styles of the highlighted inputs, after the paper's Fig. 2 (clean:
@@ -37,7 +36,7 @@ def _embedding(name, value, n=None):
     return array.astype(np.float64)
 
 
-class ActivationTsneDisplay:
+class ActivationTsneDisplay(DisplayMixin):
     """The paper's Fig. 2: t-SNE of a layer's activations, per class, with test inputs.
 
     One panel per layer. Training activations are drawn as small dots
@@ -154,16 +153,7 @@ class ActivationTsneDisplay:
 
         panels = len(self.embeddings)
         created = axes is None
-        if axes is None:
-            figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2), squeeze=False)
-            axes = axes[0]
-        else:
-            axes = np.asarray(axes, dtype=object).ravel()
-            if axes.size != panels:
-                raise ValueError(
-                    f"Argument `axes` must hold {panels} Axes, one per panel. Received: {axes.size}"
-                )
-            figure = axes[0].figure
+        axes, figure = self._get_axes(axes, (panels,), figsize=(4.2 * panels, 4.2))
         colormap = plt.get_cmap(cmap)
         classes = np.unique(self.labels)
         for p, ax in enumerate(axes):
@@ -209,8 +199,7 @@ class ActivationTsneDisplay:
             axes[-1].legend(loc="best", fontsize="small", markerscale=1.0, framealpha=0.8)
         if created:
             figure.tight_layout()
-        self.figure_, self.axes_ = figure, np.asarray(axes, dtype=object)
-        return self
+        return self._finish(axes=axes, figure=figure)
 
     @classmethod
     def from_activations(

@@ -1,3 +1,5 @@
+"""keras_advguard.plots.entropy: FeatureResponseDisplay, EntropyHistogramDisplay."""
+
 import keras
 import matplotlib
 
@@ -7,13 +9,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_advguard import metrics  # noqa: E402
-from keras_advguard._plots_entropy import (  # noqa: E402
-    AttackRocDisplay,
+from keras_advguard.detectors.entropy_detector import EntropyDetector  # noqa: E402
+from keras_advguard.plots.entropy import (  # noqa: E402
     EntropyHistogramDisplay,
     FeatureResponseDisplay,
 )
-from keras_advguard.detectors.entropy_detector import EntropyDetector  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +66,3 @@ def test_histogram_display(detector):
     display = EntropyHistogramDisplay.from_detector(fitted, images(5), images(5, seed=2))
     assert display.threshold_line_.get_xdata()[0] == pytest.approx(fitted.threshold_)
     plt.close(display.figure_)
-
-
-def test_attack_roc_display():
-    clean = [0.1, 0.4, 0.2, 0.3]
-    by_attack = {"FGSM": [0.35, 0.8], "DeepFool": [0.15, 0.5, 0.9]}
-    display = AttackRocDisplay.from_scores(clean, by_attack)
-    assert list(display.displays_) == ["FGSM", "DeepFool"]
-    for name, scores in by_attack.items():
-        auc = metrics.roc_auc(clean, scores)
-        assert display.displays_[name].line_.get_label() == f"{name} (AUC = {auc:.2f})"
-    chance = [d.chance_level_ for d in display.displays_.values() if d.chance_level_]
-    assert len(chance) == 1
-    plt.close(display.figure_)
-    with pytest.raises(ValueError, match="at least one attack"):
-        AttackRocDisplay(clean, {})

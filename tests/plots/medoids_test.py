@@ -1,3 +1,5 @@
+"""keras_advguard.plots.medoids: ActivationTsneDisplay, plot_activation_tsne."""
+
 import keras
 import matplotlib
 import numpy as np
@@ -8,11 +10,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from keras_advguard._plots_medoids import (  # noqa: E402
+from keras_advguard.detector_model import DetectorModel  # noqa: E402
+from keras_advguard.plots.medoids import (  # noqa: E402
     ActivationTsneDisplay,
     plot_activation_tsne,
 )
-from keras_advguard.detector_model import DetectorModel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
