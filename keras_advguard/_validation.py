@@ -212,3 +212,14 @@ def check_labels(name, value):
             f"Received: {name} with shape={array.shape}"
         )
     return array
+
+
+def check_clip(clip_min, clip_max):
+    """Both bounds real numbers and `clip_min < clip_max` (attacks, training)."""
+    check_number("clip_min", clip_min)
+    check_number("clip_max", clip_max)
+    if not clip_min < clip_max:
+        raise ValueError(
+            "Argument `clip_min` must be smaller than `clip_max`. "
+            f"Received: clip_min={clip_min}, clip_max={clip_max}"
+        )

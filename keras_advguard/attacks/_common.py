@@ -97,15 +97,7 @@ class AttackResult:
 # --------------------------------------------------------------------------
 
 
-def check_clip(clip_min, clip_max):
-    """Both bounds real numbers and `clip_min < clip_max`."""
-    _validation.check_number("clip_min", clip_min)
-    _validation.check_number("clip_max", clip_max)
-    if not clip_min < clip_max:
-        raise ValueError(
-            "Argument `clip_min` must be smaller than `clip_max`. "
-            f"Received: clip_min={clip_min}, clip_max={clip_max}"
-        )
+check_clip = _validation.check_clip
 
 
 def check_norm(norm):

@@ -406,11 +406,9 @@ def load_detector(path, model=None, **kwargs):
     name = saved_class_name(path)
     if not isinstance(name, str):
         raise _bad_file(os.fspath(path), "it does not hold a saved keras_advguard detector.")
+    # Importing this module imports the package first, whose `__init__`
+    # imports every detector module: the registry is complete here.
     cls = _REGISTRY.get(name)
-    if cls is None:
-        import keras_advguard.detectors  # noqa: F401  (registers every detector)
-
-        cls = _REGISTRY.get(name)
     if cls is None:
         raise _bad_file(
             os.fspath(path),
@@ -740,3 +738,20 @@ class Detector:
             n = threshold.get("n_calibration_")
             detector.n_calibration_ = None if n is None else int(n)
         return detector
+
+
+def read_legacy_document(path, class_name, format_version):
+    """The JSON document of a keras_advguard <= 0.1 save (deprecated formats).
+
+    Raises:
+        ValueError: another format version.
+    """
+    with open(path, encoding="utf-8") as f:
+        document = json.load(f)
+    if document.get("format_version") != format_version:
+        raise ValueError(
+            f"Unsupported {class_name} file format in {path!r}. Expected "
+            f"format_version={format_version}. Received: "
+            f"format_version={document.get('format_version')!r}"
+        )
+    return document

@@ -1,12 +1,16 @@
 """Feature squeezing detectors: output layer (Xu et al.) and internal layers (Jonas & Evans)."""
 
-import json
 import os
 
 import numpy as np
 
 from keras_advguard import _activations, _validation
-from keras_advguard.detectors._base import Detector, fpr_from_fit_arguments, iterate_inputs
+from keras_advguard.detectors._base import (
+    Detector,
+    fpr_from_fit_arguments,
+    iterate_inputs,
+    read_legacy_document,
+)
 
 SCORES = ("output", "internal")
 _FORMAT_VERSION = 1
@@ -354,14 +358,7 @@ class FeatureSqueezingDetector(Detector):
         """Read the JSON (+ `.keras`) files of keras_advguard <= 0.1 (deprecated)."""
         import keras
 
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-        if document.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"Unsupported {cls.__name__} file format in {path!r}. Expected "
-                f"format_version={_FORMAT_VERSION}. Received: "
-                f"format_version={document.get('format_version')!r}"
-            )
+        document = read_legacy_document(path, cls.__name__, _FORMAT_VERSION)
         if model is None:
             if not document.get("model_file"):
                 raise ValueError(

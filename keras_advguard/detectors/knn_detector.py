@@ -1,12 +1,16 @@
 """kNN baseline on one layer's activations (Carrara et al.)."""
 
-import json
 import os
 
 import numpy as np
 
 from keras_advguard import _validation, metrics
-from keras_advguard.detectors._base import Detector, check_calibrated, check_fpr
+from keras_advguard.detectors._base import (
+    Detector,
+    check_calibrated,
+    check_fpr,
+    read_legacy_document,
+)
 
 WEIGHTS = ("uniform", "distance")
 DEFAULT_K_CANDIDATES = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -593,14 +597,7 @@ class KNNDetector(Detector):
     @classmethod
     def _load_legacy(cls, path, model=None, *, check_weights=True):
         """Read the JSON + `.npz` (+ `.keras`) files of keras_advguard <= 0.1 (deprecated)."""
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-        if document.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"Unsupported {cls.__name__} file format in {path!r}. Expected "
-                f"format_version={_FORMAT_VERSION}. Received: "
-                f"format_version={document.get('format_version')!r}"
-            )
+        document = read_legacy_document(path, cls.__name__, _FORMAT_VERSION)
         folder = os.path.dirname(os.path.abspath(path))
         if model is None and document.get("model_file"):
             import keras

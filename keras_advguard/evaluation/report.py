@@ -4,7 +4,6 @@ import base64
 import html
 import io
 import json
-import math
 import os
 import shutil
 import uuid
@@ -12,31 +11,14 @@ import uuid
 import numpy as np
 
 from keras_advguard import _files, _validation
-
-
-def _pct(value):
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _pm(mean, std):
-    if mean is None:
-        return "n/a"
-    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
-
-
-def _clean_json(value):
-    """NaN / inf -> None, numpy -> Python, tuple keys -> strings."""
-    if isinstance(value, dict):
-        return {str(k): _clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _clean_json(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from keras_advguard.evaluation._format import (
+    _clean_json,
+    _mean_curve,
+    _pct,
+    _pm,
+    _slug,
+    _writer,
+)
 
 
 class EvaluationReport:
@@ -554,35 +536,3 @@ class EvaluationReport:
             for name, data in files.items():
                 _files.write_atomic(os.path.join(directory, name), _writer(data))
         return {name: os.path.join(directory, name) for name in files}
-
-
-def _writer(data):
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    return write
-
-
-def _slug(name):
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower() or "x"
-
-
-def _mean_curve(folds, grid):
-    """Mean and std of the folds' ROC on `grid` (the curve `plot_mean_roc` draws)."""
-    from keras_advguard import metrics
-
-    tprs = []
-    for clean, adv in folds:
-        if len(clean) == 0 or len(adv) == 0:
-            continue
-        fpr, tpr, _ = metrics.roc_curve(clean, adv, drop_intermediate=False)
-        tprs.append(np.interp(grid, fpr, tpr))
-    if not tprs:
-        return None
-    tprs = np.array(tprs)
-    return {
-        "fpr": grid.round(4).tolist(),
-        "tpr": tprs.mean(0).round(5).tolist(),
-        "tpr_std": tprs.std(0).round(5).tolist(),
-    }

@@ -185,13 +185,7 @@ class AdversarialModel(keras.Model):
         )
         beta = float(_validation.check_number("beta", beta, min_value=0))
         _validation.check_number("ramp_epochs", ramp_epochs, min_value=0, integer=True)
-        _validation.check_number("clip_min", clip_min)
-        _validation.check_number("clip_max", clip_max)
-        if not clip_min < clip_max:
-            raise ValueError(
-                "Argument `clip_min` must be smaller than `clip_max`. "
-                f"Received: clip_min={clip_min}, clip_max={clip_max}"
-            )
+        _validation.check_clip(clip_min, clip_max)
         norm = _canonical_norm(norm)
 
         # Reaches the logits (pre-softmax) while sharing every weight.
