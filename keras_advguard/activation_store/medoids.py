@@ -92,6 +92,7 @@ def fit_store_medoids(
 def adapt_distance(store, distance, batch_size=1024):
     """`ActivationStore.adapt` (see there): the distances' statistics, streaming."""
     from keras_advguard.layers import MedoidDistance
+    from keras_advguard.layers.medoid_distance import streamed_mean_std
 
     _validation.check_type("distance", distance, MedoidDistance, "a MedoidDistance layer")
     if not distance.standardize:
@@ -107,21 +108,15 @@ def adapt_distance(store, distance, batch_size=1024):
         epsilon=distance.epsilon,
     )
     raw.set_medoids([np.asarray(v) for v in distance.medoids])
-    count, mean, m2 = 0, np.zeros(distance.num_layers), np.zeros(distance.num_layers)
-    for batch in store.iter_batches(batch_size, layers=names):
-        f = np.asarray(raw([batch["activations"][n] for n in names]), dtype=np.float64)
-        b_count = f.shape[0] * f.shape[2]
-        b_mean = f.mean(axis=(0, 2))
-        b_m2 = ((f - b_mean[None, :, None]) ** 2).sum(axis=(0, 2))
-        total = count + b_count
-        delta = b_mean - mean
-        mean = mean + delta * b_count / total
-        m2 = m2 + b_m2 + delta**2 * count * b_count / total
-        count = total
-    if count == 0:
+    mean, std = streamed_mean_std(
+        (
+            raw([batch["activations"][n] for n in names])
+            for batch in store.iter_batches(batch_size, layers=names)
+        ),
+        distance.num_layers,
+    )
+    if mean is None:
         raise ValueError(f"The store {store.directory!r} holds no samples.")
-    std = np.sqrt(m2 / count)
-    std[std == 0] = 1.0
     distance.set_standardization(mean, std)
     return distance
 

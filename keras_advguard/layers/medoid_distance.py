@@ -268,22 +268,13 @@ class MedoidDistance(keras.layers.Layer):
             _validation.check_same_length("activations[0]", arrays[0], "activations[l]", a)
         if n == 0:
             raise ValueError("Argument `activations` must not be empty.")
-        count = 0
-        mean = np.zeros(self.num_layers)
-        m2 = np.zeros(self.num_layers)
-        for start in range(0, n, batch_size):
-            batch = [a[start : start + batch_size] for a in arrays]
-            f = np.asarray(self._distances(batch), dtype=np.float64)  # (B, L, C)
-            b_count = f.shape[0] * f.shape[2]
-            b_mean = f.mean(axis=(0, 2))
-            b_m2 = ((f - b_mean[None, :, None]) ** 2).sum(axis=(0, 2))
-            total = count + b_count
-            delta = b_mean - mean
-            mean = mean + delta * b_count / total
-            m2 = m2 + b_m2 + delta**2 * count * b_count / total
-            count = total
-        std = np.sqrt(m2 / count)
-        std[std == 0] = 1.0
+        mean, std = streamed_mean_std(
+            (
+                self._distances([a[start : start + batch_size] for a in arrays])
+                for start in range(0, n, batch_size)
+            ),
+            self.num_layers,
+        )
         self.feature_mean.assign(mean.astype("float32"))
         self.feature_std.assign(std.astype("float32"))
         return self
@@ -418,3 +409,34 @@ def _medoid_arrays(medoids):
         for i, v in enumerate(values)
     ]
     return arrays, names
+
+
+def streamed_mean_std(distance_batches, num_layers):
+    """Per-layer mean and std of `(B, L, C)` distance batches, in one pass.
+
+    Chan et al.'s pairwise update in float64, so batches of any size (and a
+    stream that never fits in memory) give the mean and population std of
+    all `B * C` values of each layer. A zero std becomes `1.0`.
+
+    Returns:
+        `(mean, std)`, float64 arrays `(num_layers,)`; `count` 0 gives
+        `(None, None)`.
+    """
+    count, mean, m2 = 0, np.zeros(num_layers), np.zeros(num_layers)
+    for batch in distance_batches:
+        f = np.asarray(batch, dtype=np.float64)
+        b_count = f.shape[0] * f.shape[2]
+        if b_count == 0:
+            continue
+        b_mean = f.mean(axis=(0, 2))
+        b_m2 = ((f - b_mean[None, :, None]) ** 2).sum(axis=(0, 2))
+        total = count + b_count
+        delta = b_mean - mean
+        mean = mean + delta * b_count / total
+        m2 = m2 + b_m2 + delta**2 * count * b_count / total
+        count = total
+    if count == 0:
+        return None, None
+    std = np.sqrt(m2 / count)
+    std[std == 0] = 1.0
+    return mean, std
