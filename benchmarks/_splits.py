@@ -7,14 +7,13 @@ and `load_or_train(..., path=...)` read, under
 - `cifar_split_file()`: `../shared/data/cifar10-subset.npz` has 4,000
   training images and only 20 test images, too few to measure anything. 800
   of the 4,000 are held out (`validation_split(fraction=0.2, seed=0)`,
-  stratified) and `cifar_cnn` trains on the other 3,200. Used by
-  `entropy.py` and `medoid_lstm.py`. `sanitizers.py` (2,880 / 320 / 800:
-  the same 800 held out, 320 more for validation) and `squeeze.py`
-  (3,000 / 1,000) predate this helper and keep their own splits so that
-  their published tables stay reproducible.
+  stratified) and `cifar_cnn` trains on the other 3,200. Used by every
+  benchmark that takes `--dataset cifar10` (through `_common.load`);
+  a benchmark that keeps an older split of its own says so in its docstring.
 - `mnist_split_file()`: 6,000 of MNIST's 60,000 training images held out
   for validation (`validation_split(fraction=0.1, seed=0)`); used by
-  `sanitizers.py` to choose hyper-parameters on images the model never saw.
+  `sanitizers.py` to choose the paper-matched attack strength on images the
+  model never saw.
 """
 
 import os

@@ -1,77 +1,136 @@
 """Benchmark: cost of tapping every Conv2D and Dense layer of MNIST-CNN.
 
-Measures, in one run on the same inputs:
+Measures, in one run on the same inputs, with the shared harness
+(`benchmarks/_harness.py`: interleaved repeats, wall and process CPU time,
+load noted, the physical-limit rows):
 
-1. `DetectorModel(mnist_cnn, layers="conv+dense", pooling="avg").predict`
-   against the plain `model.predict` (ratio of median times, goal <= 1.05);
-2. peak resident memory of `activations()` / `iter_activations()` over 1x,
+1. with pooling (GAP on the maps): `DetectorModel(mnist_cnn,
+   layers="conv+dense", pooling="avg")`'s `predict` and `activations()`
+   against the plain `model.predict` (goal <= 1.05), and the compiled calls
+   (`tf.function` of the tapped model against that of the plain one);
+2. without pooling (`pooling=None`, the full maps): `activations()` against
+   a hand-written loop, a `tf.function` returning the same maps batch by
+   batch, converted to numpy into preallocated arrays (goal <= 1.05);
+3. peak resident memory of `activations()` / `iter_activations()` over 1x,
    10x and 100x the data, each size in a fresh subprocess, with the data
    generated on the fly by a `tf.data.Dataset` so that only the library's
    working memory (and, for `activations()`, its pooled result) can grow.
 
-Writes `benchmarks/results/taps.md`.
+Writes `benchmarks/results/taps.md` (`taps_quick.md` with `--quick`;
+`_{device}` suffix on a GPU).
 
 Usage:
-    python benchmarks/taps.py [--quick]
+    python benchmarks/taps.py [--quick] [--no-memory] [--images 10000] [--repeats 7]
 """
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+import _harness  # noqa: E402
+
+log = _harness.log
 
 
 def _inputs(n):
     import numpy as np
 
-    if SHARED_MNIST.exists():
-        with np.load(SHARED_MNIST) as data:
+    path = _harness.mnist_path()
+    if path is not None:
+        with np.load(path) as data:
             x = data["x_test"][:n].astype("float32")[..., None] / 255.0
         return x, "MNIST test images"
     rng = np.random.default_rng(0)
     return rng.random((n, 28, 28, 1), dtype=np.float32), "uniform random 28x28 images"
 
 
-def time_ratio(n, repeats, batch_size):
+def hand_loop(model, tap_names, batch_size):
+    """A hand-written `tf.function` loop returning the tapped maps as numpy arrays."""
+    import keras
     import numpy as np
+    import tensorflow as tf
+
+    outputs = [model.get_layer(name).output for name in tap_names]
+    inner = keras.Model(model.inputs, outputs)
+    fn = tf.function(lambda v: inner(v, training=False))
+
+    def run(x):
+        n = len(x)
+        result = None
+        for start in range(0, n, batch_size):
+            maps = fn(x[start : start + batch_size])
+            if result is None:
+                result = [np.empty((n,) + tuple(m.shape[1:]), np.float32) for m in maps]
+            for array, m in zip(result, maps):
+                array[start : start + len(m)] = m.numpy()
+        return dict(zip(tap_names, result))
+
+    return run
+
+
+def time_taps(n, repeats, batch_size):
+    import numpy as np
+    import tensorflow as tf
 
     from keras_advguard import DetectorModel
     from keras_advguard.models import mnist_cnn
 
     model = mnist_cnn()
-    taps = DetectorModel(model, layers="conv+dense", pooling="avg")
+    pooled = DetectorModel(model, layers="conv+dense", pooling="avg")
+    full = DetectorModel(model, layers="conv+dense", pooling=None)
     x, source = _inputs(n)
-    model.predict(x[:batch_size], verbose=0)  # build the predict functions
-    taps.predict(x[:batch_size], verbose=0)
-    plain, tapped, plain_cpu, tapped_cpu = [], [], [], []
-    for _ in range(repeats):  # interleaved, so drifts hit both alike
-        for fn, wall, cpu in ((model, plain, plain_cpu), (taps, tapped, tapped_cpu)):
-            t, c = time.perf_counter(), time.process_time()
-            fn.predict(x, batch_size=batch_size, verbose=0)
-            wall.append(time.perf_counter() - t)
-            cpu.append(time.process_time() - c)
-    return {
-        "plain_cpu_s": float(np.median(plain_cpu)),
-        "tapped_cpu_s": float(np.median(tapped_cpu)),
-        "cpu_ratio": float(np.median(tapped_cpu) / np.median(plain_cpu)),
-        "n": len(x),
-        "source": source,
-        "taps": taps.tap_names,
-        "plain_median_s": float(np.median(plain)),
-        "tapped_median_s": float(np.median(tapped)),
-        "ratio": float(np.median(tapped) / np.median(plain)),
-        "ratios_per_repeat": [float(a / b) for a, b in zip(tapped, plain)],
+    batches = [tf.constant(x[i : i + batch_size]) for i in range(0, n, batch_size)]
+    plain_fn = tf.function(lambda v: model(v, training=False))
+    pooled_fn = tf.function(lambda v: pooled(v, training=False))
+    loop = hand_loop(model, pooled.tap_names, batch_size)
+
+    # Same values: the library's full maps equal the hand-written loop's.
+    mine, theirs = full.activations(x[:300], batch_size=batch_size), loop(x[:300])
+    worst = max(float(np.max(np.abs(mine[k] - theirs[k]))) for k in theirs)
+    log(f"pooling=None activations vs hand-written loop: max |difference| {worst:.2e}")
+
+    candidates = {
+        "plain `model.predict`": lambda: model.predict(x, batch_size=batch_size, verbose=0),
+        "tapped `predict` (GAP)": lambda: pooled.predict(x, batch_size=batch_size, verbose=0),
+        "tapped `activations()` (GAP)": lambda: pooled.activations(x, batch_size=batch_size),
+        "plain compiled call": lambda: [plain_fn(b).numpy() for b in batches],
+        "tapped compiled call (GAP)": lambda: [
+            tf.nest.map_structure(lambda t: t.numpy(), pooled_fn(b)) for b in batches
+        ],
+        "hand-written `tf.function` loop (maps)": lambda: loop(x),
+        "`activations()`, `pooling=None` (maps)": lambda: full.activations(
+            x, batch_size=batch_size
+        ),
     }
+    with _harness.Load() as load:
+        timings = _harness.interleaved(candidates, repeats, warmup=1, progress="taps")
+    return {
+        "timings": timings,
+        "load": load.text(),
+        "n": n,
+        "source": source,
+        "taps": pooled.tap_names,
+        "worst": worst,
+        "macs": _classifier_macs(model),
+    }
+
+
+def _classifier_macs(model):
+    macs = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            macs += h * w * c_out * kh * kw * layer.input.shape[-1]
+        elif kind == "Dense":
+            macs += layer.input.shape[-1] * layer.units
+    return macs
 
 
 def memory_child(n, mode, batch_size):
@@ -101,115 +160,171 @@ def memory_child(n, mode, batch_size):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
-            {
-                "base_mib": base / 1024,
-                "peak_mib": peak / 1024,
-                "result_mib": result_bytes / 2**20,
-            }
+            {"base_mib": base / 1024, "peak_mib": peak / 1024, "result_mib": result_bytes / 2**20}
         )
     )
 
 
 def memory(n, mode, batch_size):
-    out = (
-        subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(n), mode, str(batch_size)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(n), mode, str(batch_size)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    return json.loads(out)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--memory-child", nargs=3, metavar=("N", "MODE", "BATCH"))
     args = parser.parse_args()
     if args.memory_child:
         n, mode, batch = args.memory_child
         memory_child(int(n), mode, int(batch))
         return
-    import keras
-    import tensorflow as tf
 
     batch_size = 256
     n_time, repeats = (1000, 3) if args.quick else (10000, 7)
+    n_time, repeats = args.images or n_time, args.repeats or repeats
     base_n = 500 if args.quick else 1000
     sizes = [base_n, 10 * base_n] if args.quick else [base_n, 10 * base_n, 100 * base_n]
-    timing = time_ratio(n_time, repeats, batch_size)
-    print(f"time ratio tapped/plain: wall {timing['ratio']:.3f}, CPU {timing['cpu_ratio']:.3f}")
-    rows = []
-    for mode in ("iter_activations", "activations"):
-        for n in sizes:
-            m = memory(n, mode, batch_size)
-            rows.append((mode, n, m))
-            print(mode, n, m)
+    peak = _harness.matmul_peak()
+    log(peak.text())
+    timing = time_taps(n_time, repeats, batch_size)
+    t = timing["timings"]
+    limit = peak.seconds(2 * timing["macs"] * timing["n"])
 
+    def row(name, base, goal=""):
+        low, high = t[name].ratio_range(t[base])
+        return (
+            name,
+            t[name].cell("cpu"),
+            t[name].cell("wall"),
+            f"**{t[name].ratio(t[base]):.3f}**",
+            f"{t[name].ratio(t[base], 'wall'):.3f}",
+            f"{low:.2f}-{high:.2f}",
+            goal,
+        )
+
+    plain, compiled, loop = (
+        "plain `model.predict`",
+        "plain compiled call",
+        "hand-written `tf.function` loop (maps)",
+    )
+    command = "python benchmarks/taps.py" + (" --quick" if args.quick else "")
+    command += f" --images {n_time} --repeats {repeats}" if args.images or args.repeats else ""
+    command += " --no-memory" if args.no_memory else ""
     lines = [
-        "# Taps benchmark: MNIST-CNN, every Conv2D and Dense tapped (GAP)",
+        "# Taps benchmark: MNIST-CNN, every Conv2D and Dense tapped",
         "",
-        f"Run by `python benchmarks/taps.py{' --quick' if args.quick else ''}` on "
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, TF {tf.__version__}, "
-        f"Keras {keras.__version__}, {time.strftime('%Y-%m-%d')}.",
+        _harness.environment(command),
         "",
         "Model: `keras_advguard.models.mnist_cnn()` (Carlini & Wagner architecture; "
-        "untrained weights: timing and memory do not depend on the weight values). "
-        f"Taps: {', '.join(timing['taps'])} (6 layers, GAP on the 4 conv maps).",
+        "untrained weights: timing does not depend on the weight values). "
+        f"Taps: {', '.join(timing['taps'])}.",
         "",
-        "## Time: tapped `predict` / plain `predict`",
+        "## Time",
         "",
-        f"Same {timing['n']} inputs ({timing['source']}), batch {batch_size}, "
-        f"{repeats} interleaved repeats, ratio of medians.",
+        f"Same {timing['n']:,} inputs ({timing['source']}), batch {batch_size}, {repeats} "
+        f"interleaved repeats (order rotated), {timing['load']}. Ratio of median CPU "
+        "times (process time, all threads; wall next to it), per-repeat CPU ratios for "
+        "the spread. Each row's ratio is against the row named in its 'against' column.",
         "",
-        "Wall time is what a user waits; process CPU time (all threads) is the "
-        "steadier measure of the work when other jobs share the cores.",
+        f"Physical limit: the classifier's {timing['macs'] / 1e6:.2f} M multiply-adds per "
+        f"image at the matmul peak ({peak.text()}) take {limit:.3f} s for the "
+        f"{timing['n']:,} images; one plain forward pass is the `plain` rows.",
         "",
-        "| measure | plain predict (s) | tapped predict (s) | ratio (goal <= 1.05) "
-        "| per-repeat wall ratios |",
-        "|---|---|---|---|---|",
-        f"| wall | {timing['plain_median_s']:.3f} | {timing['tapped_median_s']:.3f} | "
-        f"**{timing['ratio']:.3f}** | "
-        + ", ".join(f"{r:.2f}" for r in timing["ratios_per_repeat"])
-        + " |",
-        f"| CPU | {timing['plain_cpu_s']:.3f} | {timing['tapped_cpu_s']:.3f} | "
-        f"**{timing['cpu_ratio']:.3f}** | |",
-        "",
-        f"Load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
-        "",
-        "## Peak memory over growing data",
-        "",
-        "Each row is a fresh process; images are generated on the fly by a "
-        "`tf.data.Dataset` (batch 256), so inputs never sit in memory. `base` is the "
-        "resident set size after building the model, `peak` after the run, "
-        "`result` the size of the returned pooled arrays (`activations()` returns "
-        "them; `iter_activations()` streams and keeps nothing).",
-        "",
-        "| method | images | base RSS (MiB) | peak RSS (MiB) | peak - base (MiB) "
-        "| returned arrays (MiB) |",
-        "|---|---|---|---|---|---|",
     ]
-    for mode, n, m in rows:
-        lines.append(
-            f"| `{mode}` | {n:,} | {m['base_mib']:.0f} | {m['peak_mib']:.0f} | "
-            f"{m['peak_mib'] - m['base_mib']:.0f} | {m['result_mib']:.1f} |"
-        )
+    header = (
+        "candidate",
+        "CPU s [q1-q3]",
+        "wall s [q1-q3]",
+        "CPU ratio",
+        "wall ratio",
+        "per-repeat CPU ratios",
+        "against (goal)",
+    )
+    rows = [
+        (
+            "physical limit (multiply-adds at matmul peak)",
+            f"{limit:.3f}",
+            "-",
+            f"{limit / t[compiled].median_cpu:.3f}",
+            "-",
+            "-",
+            "plain compiled call",
+        ),
+        row(plain, plain, "-"),
+        row("tapped `predict` (GAP)", plain, "plain predict (<= 1.05)"),
+        row("tapped `activations()` (GAP)", plain, "plain predict (<= 1.05)"),
+        row(compiled, compiled, "-"),
+        row("tapped compiled call (GAP)", compiled, "plain compiled call"),
+        row(loop, loop, "-"),
+        row("`activations()`, `pooling=None` (maps)", loop, "hand-written loop (<= 1.05)"),
+    ]
+    lines += _harness.table(header, rows)
     lines += [
         "",
-        "Reading: `iter_activations` working memory must stay flat as the data grows "
-        "100x; `activations()` grows only by the pooled result it returns (602 floats "
-        "per image) plus Keras `predict`'s per-batch buffers of it (this benchmark feeds a "
-        "`tf.data.Dataset`, which goes through `predict`: peak about 2.2x the result; for "
-        "numpy inputs `activations()` fills preallocated arrays, peak = result + one batch).",
+        f"The library's `pooling=None` maps equal the hand-written loop's (max |difference| "
+        f"{timing['worst']:.1e} on 300 images).",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    name = "taps_quick.md" if args.quick else "taps.md"
-    (RESULTS / name).write_text("\n".join(lines))
-    print(f"wrote {RESULTS / name}")
+    if args.no_memory:
+        lines += [
+            "Peak memory: not measured in this run (`--no-memory`). The last measurement "
+            "(this file in git, 2026-11-21): `iter_activations` stays flat from 1,000 to "
+            "100,000 images; `activations()` grows only by the pooled result it returns.",
+        ]
+    else:
+        mem_rows = []
+        for mode in ("iter_activations", "activations"):
+            for n in sizes:
+                m = memory(n, mode, batch_size)
+                log(f"{mode} {n}: {m}")
+                mem_rows.append(
+                    (
+                        f"`{mode}`",
+                        f"{n:,}",
+                        f"{m['base_mib']:.0f}",
+                        f"{m['peak_mib']:.0f}",
+                        f"{m['peak_mib'] - m['base_mib']:.0f}",
+                        f"{m['result_mib']:.1f}",
+                    )
+                )
+        lines += [
+            "## Peak memory over growing data",
+            "",
+            "Each row is a fresh process; images are generated on the fly by a "
+            "`tf.data.Dataset` (batch 256), so inputs never sit in memory. `base` is the "
+            "resident set size after building the model, `peak` after the run, `result` "
+            "the size of the returned pooled arrays (`activations()` returns them; "
+            "`iter_activations()` streams and keeps nothing).",
+            "",
+        ]
+        lines += _harness.table(
+            (
+                "method",
+                "images",
+                "base RSS (MiB)",
+                "peak RSS (MiB)",
+                "peak - base (MiB)",
+                "returned arrays (MiB)",
+            ),
+            mem_rows,
+        )
+        lines += [
+            "",
+            "Reading: `iter_activations` working memory must stay flat as the data grows; "
+            "`activations()` grows only by the pooled result it returns.",
+        ]
+    device = _harness.device_name()
+    suffix = "" if device == "cpu" else f"_{device}"
+    _harness.write_result(f"taps{'_quick' if args.quick else ''}{suffix}.md", lines)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,19 @@
 Title: Attacking a digits classifier: every attack, then adaptive attacks
 Author: keras_advguard developers
 Date created: 2026/11/20
-Last modified: 2026/11/20
-Description: Run each attack of `keras_advguard.attacks` on a trained digits
-classifier, compare success and perturbation sizes, then attack a defended
+Last modified: 2026/12/01
+Description: Run each attack of `keras_advguard.attacks` on a trained
+classifier (digits by default), compare success and perturbation sizes, then attack a defended
 model adaptively with BPDA and a custom-loss PGD.
 """
 
 """
 ## Setup
 
-Everything runs offline on scikit-learn's bundled 8x8 digits. The reference
-model is trained once and cached (`~/.keras_advguard/models`).
+Everything runs offline: by default on scikit-learn's bundled 8x8 digits;
+`--dataset mnist`, `fashion_mnist` or `cifar10` reads that dataset from the
+Keras cache (`~/.keras/datasets/`) or from `--data-path`, never downloading.
+The reference model is trained once and cached (`~/.keras_advguard/models`).
 """
 
 import argparse
@@ -25,14 +27,31 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_advguard import DetectorModel, attacks  # noqa: E402
-from keras_advguard.datasets import load_dataset  # noqa: E402
+from keras_advguard.datasets import DATASET_NAMES, load_dataset  # noqa: E402
 from keras_advguard.models import load_or_train  # noqa: E402
 
+# dataset: (reference architecture, its training epochs, L-inf eps, L2 eps)
+REFERENCE = {
+    "digits": ("digits_cnn", 30, 0.2, 1.5),
+    "mnist": ("mnist_cnn", 5, 0.3, 2.0),
+    "fashion_mnist": ("mnist_cnn", 5, 0.1, 1.5),
+    "cifar10": ("cifar_cnn", 28, 8 / 255, 0.5),
+}
+
 parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument(
+    "--dataset",
+    default="digits",
+    choices=DATASET_NAMES,
+    help="Dataset (default: digits, bundled with scikit-learn; the others are read "
+    "from the Keras cache or --data-path, never downloaded).",
+)
+parser.add_argument("--data-path", default=None, help="The dataset's file or folder.")
 parser.add_argument("--quick", action="store_true", help="A tiny, fast run.")
 parser.add_argument("--cache-dir", default=None, help="Model cache directory.")
 args = parser.parse_args()
 n_images = 40 if args.quick else 360
+architecture, epochs, eps, eps_l2 = REFERENCE[args.dataset]
 
 """
 ## Data and model
@@ -41,13 +60,18 @@ Attacks are evaluated on test images the classifier gets right (METHODS.md,
 section 7): an attack cannot "succeed" on an image that was already wrong.
 """
 
-_, (x_test, y_test) = load_dataset("digits")
-model, info = load_or_train("digits_cnn", "digits", epochs=30, cache_dir=args.cache_dir)
-print(f"digits_cnn test accuracy: {info['test_accuracy']:.3f}")
+try:
+    _, (x_test, y_test) = load_dataset(args.dataset, path=args.data_path)
+except (FileNotFoundError, ValueError) as error:
+    parser.error(f"--dataset {args.dataset}: {error}")
+model, info = load_or_train(
+    architecture, args.dataset, epochs=epochs, cache_dir=args.cache_dir, path=args.data_path
+)
+print(f"{architecture} on {args.dataset}: test accuracy {info['test_accuracy']:.3f}")
 pred = np.argmax(model.predict(x_test, verbose=0), axis=1)
 correct = np.flatnonzero(pred == y_test)[:n_images]
 x, y = x_test[correct], y_test[correct]
-print(f"attacking {len(x)} correctly classified test digits")
+print(f"attacking {len(x)} correctly classified test images")
 
 """
 ## Every attack, one table
@@ -58,24 +82,25 @@ find the logits behind it) and returns an `AttackResult`. Budgets are cut in
 """
 
 quick = args.quick
+e, e2 = f"{eps:.3g}", f"{eps_l2:.3g}"
 runs = {
-    "uniform noise, eps 0.2": lambda: attacks.uniform_noise(model, x, y=y, eps=0.2, seed=0),
-    "FGSM, eps 0.2": lambda: attacks.fgsm(model, x, y=y, eps=0.2),
-    "BIM, eps 0.2": lambda: attacks.bim(model, x, y=y, eps=0.2),
-    "PGD Linf, eps 0.2": lambda: attacks.pgd(model, x, y=y, eps=0.2),
-    "PGD L2, eps 1.5": lambda: attacks.pgd(model, x, y=y, eps=1.5, norm=2),
-    "MIM, eps 0.2": lambda: attacks.mim(model, x, y=y, eps=0.2),
-    "gradient attack, L2 <= 2": lambda: attacks.gradient_attack(model, x, y=y, eps=2.0),
+    f"uniform noise, eps {e}": lambda: attacks.uniform_noise(model, x, y=y, eps=eps, seed=0),
+    f"FGSM, eps {e}": lambda: attacks.fgsm(model, x, y=y, eps=eps),
+    f"BIM, eps {e}": lambda: attacks.bim(model, x, y=y, eps=eps),
+    f"PGD Linf, eps {e}": lambda: attacks.pgd(model, x, y=y, eps=eps),
+    f"PGD L2, eps {e2}": lambda: attacks.pgd(model, x, y=y, eps=eps_l2, norm=2),
+    f"MIM, eps {e}": lambda: attacks.mim(model, x, y=y, eps=eps),
+    f"gradient attack, L2 <= {e2}": lambda: attacks.gradient_attack(model, x, y=y, eps=eps_l2),
     "DeepFool L2": lambda: attacks.deepfool(model, x, y=y),
     "DeepFool Linf": lambda: attacks.deepfool(model, x, y=y, norm=np.inf),
     "C&W L2": lambda: attacks.carlini_wagner_l2(
         model, x, y=y, max_iterations=50 if quick else 500, learning_rate=0.05
     ),
-    "SPSA, eps 0.2": lambda: attacks.spsa(
+    f"SPSA, eps {e}": lambda: attacks.spsa(
         model,
         x,
         y=y,
-        eps=0.2,
+        eps=eps,
         nb_iter=10 if quick else 100,
         spsa_samples=32 if quick else 128,
     ),
@@ -98,12 +123,12 @@ for name, run in runs.items():
     )
 
 """
-Targeted attacks move towards chosen classes (here: the next digit).
+Targeted attacks move towards chosen classes (here: the next class).
 """
 
 targets = (y + 1) % 10
-result = attacks.pgd(model, x, y=targets, targeted=True, eps=0.3)
-print(f"targeted PGD reaches the next digit for {result.success_rate:.0%} of images")
+result = attacks.pgd(model, x, y=targets, targeted=True, eps=1.5 * eps)
+print(f"targeted PGD reaches the next class for {result.success_rate:.0%} of images")
 
 """
 ## BPDA: attacking through a non-differentiable defence
@@ -126,11 +151,11 @@ def cross_entropy(outputs, labels):
 
 
 try:
-    attacks.pgd_with_loss(lambda v: defended(squeeze(v)), x, cross_entropy, y=y, eps=0.2)
+    attacks.pgd_with_loss(lambda v: defended(squeeze(v)), x, cross_entropy, y=y, eps=eps)
 except ValueError as error:
     print(f"without BPDA: {error}")
 result = attacks.pgd_with_loss(
-    lambda v: defended(attacks.bpda(squeeze)(v)), x, cross_entropy, y=y, eps=0.2, seed=0
+    lambda v: defended(attacks.bpda(squeeze)(v)), x, cross_entropy, y=y, eps=eps, seed=0
 )
 print(f"with BPDA, squeezed model fooled on {result.success_rate:.0%} of images")
 
@@ -151,8 +176,8 @@ def confidently_wrong(outputs, labels):
     return keras.ops.max(log_probs - 1e4 * true_class, axis=1)
 
 
-plain = attacks.pgd(model, x, y=y, eps=0.2)
-adaptive = attacks.pgd_with_loss(DetectorModel(model), x, confidently_wrong, y=y, eps=0.2, seed=0)
+plain = attacks.pgd(model, x, y=y, eps=eps)
+adaptive = attacks.pgd_with_loss(DetectorModel(model), x, confidently_wrong, y=y, eps=eps, seed=0)
 for name, res in (("plain PGD", plain), ("adaptive PGD", adaptive)):
     top = model.predict(res.x_adv, verbose=0).max(axis=1)
     print(f"{name}: success {res.success_rate:.0%}, median top probability {np.median(top):.3f}")

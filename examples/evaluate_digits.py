@@ -12,8 +12,9 @@ protocol, with a report in markdown, JSON, PNG and HTML.
 ## Setup
 
 Runs offline on scikit-learn's bundled 8x8 digits by default; `--dataset`
-takes `mnist`, `fashion_mnist` or `cifar10` when their files are in the Keras
-cache (`~/.keras/datasets/`). The reference model is trained once and cached.
+takes `mnist`, `fashion_mnist` or `cifar10`, read from the Keras cache
+(`~/.keras/datasets/`) or from `--data-path`, never downloaded. The reference
+model is trained once and cached.
 """
 
 import argparse
@@ -22,9 +23,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_advguard as ag  # noqa: E402
-from keras_advguard.datasets import load_dataset  # noqa: E402
+from keras_advguard.datasets import DATASET_NAMES, load_dataset  # noqa: E402
 from keras_advguard.models import load_or_train  # noqa: E402
 
+# dataset: (reference architecture, its training epochs, attack radius eps)
 REFERENCE = {
     "digits": ("digits_cnn", 30, 0.1),
     "mnist": ("mnist_cnn", 5, 0.3),
@@ -33,7 +35,14 @@ REFERENCE = {
 }
 
 parser = argparse.ArgumentParser(description="Evaluate every defence of a classifier.")
-parser.add_argument("--dataset", default="digits", choices=sorted(REFERENCE))
+parser.add_argument(
+    "--dataset",
+    default="digits",
+    choices=DATASET_NAMES,
+    help="Dataset (default: digits, bundled with scikit-learn; the others are read "
+    "from the Keras cache or --data-path, never downloaded).",
+)
+parser.add_argument("--data-path", default=None, help="The dataset's file or folder.")
 parser.add_argument("--quick", action="store_true", help="Tiny budgets (seconds).")
 parser.add_argument("--out", default="evaluate-report", help="Report folder.")
 args = parser.parse_args()
@@ -45,9 +54,12 @@ Any classifier works: a `keras.Model` ending in softmax or in logits, with
 images in `[0, 1]`. Here, the library's reference model for the dataset.
 """
 
-train, test = load_dataset(args.dataset)
 architecture, epochs, eps = REFERENCE[args.dataset]
-model, info = load_or_train(architecture, args.dataset, epochs=epochs)
+try:
+    train, test = load_dataset(args.dataset, path=args.data_path)
+except (FileNotFoundError, ValueError) as error:
+    parser.error(f"--dataset {args.dataset}: {error}")
+model, info = load_or_train(architecture, args.dataset, epochs=epochs, path=args.data_path)
 print(f"{architecture} on {args.dataset}: test accuracy {info['test_accuracy']:.4f}")
 
 """

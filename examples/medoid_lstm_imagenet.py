@@ -2,7 +2,7 @@
 Title: The distance-space LSTM detector on InceptionV3 / ImageNet
 Author: keras_advguard developers
 Date created: 2026/11/21
-Last modified: 2026/11/21
+Last modified: 2026/12/01
 Description: The setting of Caldelli et al. (ICIP 2019): InceptionV3, its 11
 `mixed*` blocks tapped, a medoid per class and block, an LSTM reading the
 11 x C distance sequence; the paper's NIPS 2017 attack groups.
@@ -45,12 +45,32 @@ images per class used for the medoids (a random subset: an approximate
 medoid), the main knob on the medoid cost, which is quadratic in the class
 size.
 
+`--dataset` (`digits`, `mnist`, `fashion_mnist`, `cifar10`) replaces the
+two folders by a dataset of `keras_advguard.datasets.load_dataset`, read
+offline (the Keras cache, or the file or folder given with `--data-path`):
+its training split gives the medoids, one per class of the dataset, the
+first `--sources` images of its test split are attacked, and every image is
+resized to `--image-size` (grayscale repeated to RGB). Its classes are not
+ImageNet's, so the attacks change InceptionV3's own prediction (the test
+labels are the model's predictions, as with `--random-weights`) and the kNN
+baseline is fitted on the predicted classes of the training images. With
+`--max-per-class`, only that many training images per class (a random
+subset) are read at all.
+
+```
+python examples/medoid_lstm_imagenet.py --dataset cifar10 \\
+    --weights ~/.keras/models/inception_v3_weights_tf_dim_ordering_tf_kernels.h5 \\
+    --max-per-class 100 --sources 200 --image-size 139
+```
+
 `--random-weights` replaces the weights file by random weights and the
 test images' labels by the model's own predictions (random weights get
 nothing right), keeping every attacked image: a check of the pipeline on
 your folders whose numbers mean nothing. `--image-size` (default 299,
 InceptionV3's training size; at least 75) trades resolution for speed.
-`--quick` = random weights, random images, 75 x 75 pixels, a few epochs:
+`--quick` = random weights, 75 x 75 pixels, a few epochs, a few images per
+class; without folders or `--dataset`, random images written as three
+WordNet-id class folders (and their class index) in a temporary folder:
 what CI runs.
 
 At the paper's size (1.28 million training images, 11 blocks, ~51 GB of
@@ -71,6 +91,7 @@ import argparse
 import json
 import os
 import shlex
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -81,6 +102,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_advguard import DetectorModel, attacks, metrics  # noqa: E402
 from keras_advguard.activation_store import ActivationStore, load_medoids  # noqa: E402
+from keras_advguard.datasets import DATASET_NAMES, load_dataset  # noqa: E402
 from keras_advguard.detectors import (  # noqa: E402
     ClassMedoids,
     KNNDetector,
@@ -93,11 +115,19 @@ parser.add_argument("--weights", help="InceptionV3 ImageNet weights file (.h5)."
 parser.add_argument("--train-dir", help="Images for the class medoids, a folder per class.")
 parser.add_argument("--test-dir", help="Images to attack, a folder per class.")
 parser.add_argument("--class-index", help="imagenet_class_index.json, for WordNet-id folders.")
+parser.add_argument(
+    "--dataset",
+    default=None,
+    choices=DATASET_NAMES,
+    help="A named dataset instead of --train-dir/--test-dir (read from the Keras cache "
+    "or --data-path, never downloaded; resized to --image-size).",
+)
+parser.add_argument("--data-path", default=None, help="The --dataset's file or folder.")
 parser.add_argument("--max-per-class", type=int, default=None, help="Medoid subset per class.")
 parser.add_argument("--sources", type=int, default=500, help="Test images to attack.")
 parser.add_argument("--epochs", type=int, default=100, help="LSTM epochs (the paper: 100).")
 parser.add_argument("--batch-size", type=int, default=32, help="Batch size of model passes.")
-parser.add_argument("--output", default="medoid_lstm_imagenet.keras", help="Detector file.")
+parser.add_argument("--output", default="medoid_lstm_imagenet.advguard", help="Detector file.")
 parser.add_argument("--image-size", type=int, default=299, help="Input side, >= 75.")
 parser.add_argument("--random-weights", action="store_true", help="Pipeline check only.")
 parser.add_argument("--quick", action="store_true", help="Random weights and images, 75x75.")
@@ -107,37 +137,41 @@ parser.add_argument("--beam-options", default="", help="Beam pipeline flags (wit
 args = parser.parse_args()
 if args.beam and not args.store:
     parser.error("--beam needs --store DIR (the pipeline writes the activations there).")
+if args.dataset and (args.train_dir or args.test_dir):
+    parser.error("--dataset and --train-dir/--test-dir exclude each other.")
+if args.data_path and not args.dataset:
+    parser.error("--data-path needs --dataset.")
+random_folders = args.quick and not (args.dataset or args.train_dir or args.test_dir)
 if args.quick:
     args.random_weights, args.image_size, args.epochs = True, 75, min(args.epochs, 3)
+    args.sources, args.max_per_class = min(args.sources, 24), args.max_per_class or 6
 if args.image_size < 75:
     parser.error(f"--image-size must be at least 75 (InceptionV3). Received: {args.image_size}")
 if args.random_weights and args.weights:
     parser.error("--weights and --random-weights exclude each other.")
-use_folders = not args.quick or args.train_dir or args.test_dir
-if use_folders:
-    missing = [
-        flag
-        for flag, value in (
-            ("--weights", args.weights or args.random_weights),
-            ("--train-dir", args.train_dir),
-            ("--test-dir", args.test_dir),
-        )
-        if not value
-    ]
-    if missing:
-        parser.error(
-            f"{', '.join(missing)} required (nothing downloads; see the top of this "
-            "file for the files to bring), or run with --quick for random weights "
-            "and random images."
-        )
-    for flag, value in (
-        ("--weights", args.weights),
-        ("--train-dir", args.train_dir),
-        ("--test-dir", args.test_dir),
-        ("--class-index", args.class_index),
-    ):
-        if value and not Path(value).expanduser().exists():
-            parser.error(f"{flag}: no such file or folder: {value}")
+required = [("--weights", args.weights or args.random_weights)]
+if not (args.dataset or random_folders):
+    required += [("--train-dir", args.train_dir), ("--test-dir", args.test_dir)]
+missing = [flag for flag, value in required if not value]
+if missing:
+    parser.error(
+        f"{', '.join(missing)} required (nothing downloads; see the top of this "
+        "file for the files to bring), or run with --quick for random weights "
+        "and random images."
+    )
+for flag, value in (
+    ("--weights", args.weights),
+    ("--train-dir", args.train_dir),
+    ("--test-dir", args.test_dir),
+    ("--class-index", args.class_index),
+):
+    if value and not Path(value).expanduser().exists():
+        parser.error(f"{flag}: no such file or folder: {value}")
+if args.dataset:
+    try:  # before InceptionV3 is built: a missing file stops here
+        (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, path=args.data_path)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(f"--dataset {args.dataset}: {error}")
 keras.utils.set_random_seed(0)
 
 """
@@ -205,18 +239,54 @@ def image_folder(directory):
     return dataset.map(lambda x, y: (x / 255.0, y)), names
 
 
-if not use_folders:
+def write_random_folders(root):
+    """--quick: random PNGs in WordNet-id class folders, and their class index."""
     rng = np.random.default_rng(0)
-    num_local = 3
-    train = tf.data.Dataset.from_tensor_slices(
-        (
-            rng.random((num_local * 6, size, size, 3), dtype=np.float32),
-            np.repeat(np.arange(num_local), 6),
+    wnids = {"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"]}
+    wnids["2"] = ["n01484850", "great_white_shark"]
+    for split, per_class in (("train", 6), ("test", 8)):
+        for wnid, _ in wnids.values():
+            folder = Path(root, split, wnid)
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(80, 90, 3), dtype=np.uint8)
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    Path(root, "index.json").write_text(json.dumps(wnids))
+    return str(Path(root, "train")), str(Path(root, "test")), str(Path(root, "index.json"))
+
+
+def dataset_pixels(x, y):
+    """A batched dataset of `(x, y)` arrays resized to the InceptionV3 input, RGB."""
+
+    def to_pixels(images, labels):
+        images = tf.image.resize(images, (size, size))  # bilinear: stays in [0, 1]
+        if images.shape[-1] == 1:
+            images = tf.image.grayscale_to_rgb(images)
+        return images, labels
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).map(to_pixels)
+
+
+if random_folders:  # removed at exit
+    scratch = tempfile.TemporaryDirectory(prefix="medoid_lstm_imagenet-")
+    args.train_dir, args.test_dir, args.class_index = write_random_folders(scratch.name)
+if args.dataset:
+    if args.max_per_class:  # a random subset of every class, before any pass
+        rng = np.random.default_rng(0)
+        keep = np.sort(
+            np.concatenate(
+                [
+                    rng.permutation(np.flatnonzero(y_train == c))[: args.max_per_class]
+                    for c in np.unique(y_train)
+                ]
+            )
         )
-    ).batch(args.batch_size)
-    class_ids = np.array([1, 2, 3])  # ImageNet indices of the three "folders"
-    x_pool = rng.random((24, size, size, 3), dtype=np.float32)
-    y_pool = None
+        x_train, y_train = x_train[keep], y_train[keep]
+    train = dataset_pixels(x_train, y_train)
+    class_ids = np.unique(y_train)  # the medoids' classes: the dataset's own
+    pool = dataset_pixels(x_test[: args.sources], y_test[: args.sources])
+    x_pool = np.concatenate([x for x, _ in pool.as_numpy_iterator()])
+    y_pool = None  # not ImageNet classes: the model's own predictions below
 else:
     train, train_names = image_folder(args.train_dir)
     class_ids = imagenet_indices(train_names)
@@ -225,8 +295,9 @@ else:
     batches = list(test.as_numpy_iterator())  # read and decode the images once
     x_pool = np.concatenate([x for x, _ in batches])
     y_pool = test_ids[np.concatenate([y for _, y in batches])]
-if args.random_weights:
-    # Random weights get nothing right: attack the model's own labels instead.
+if args.random_weights or args.dataset:
+    # Random weights get nothing right, and a named dataset's classes are not
+    # ImageNet's: attack the model's own labels instead.
     y_pool = np.argmax(model.predict(x_pool, batch_size=args.batch_size, verbose=0), axis=1)
 print(f"{len(class_ids)} classes for the medoids, {len(x_pool)} test images")
 
@@ -275,7 +346,7 @@ def beam_medoids():
     medoids_path = os.path.join(args.store, "medoids.npz")
     taps.save(taps_path)
     with beam.Pipeline(options=PipelineOptions(shlex.split(args.beam_options))) as pipeline:
-        if use_folders:
+        if not args.dataset:
             files = list(enumerate(image_files(args.train_dir)))
             examples = (
                 pipeline
@@ -315,15 +386,17 @@ if args.store:
             verbose=0 if args.quick else 1,
         )
     print(f"activation store: {store.num_samples} samples in {len(store.shards)} shards")
-    train_labels = store.labels[np.argsort(store.sample_index)]
+    in_order = np.argsort(store.sample_index)
+    train_labels, train_predicted = store.labels[in_order], store.predicted_class[in_order]
 else:
-    activations, train_labels = {name: [] for name in taps.tap_names}, []
+    activations, train_labels, train_predicted = {name: [] for name in taps.tap_names}, [], []
     for outputs, labels in taps.iter_activations(train, verbose=0 if args.quick else 1):
         for name in taps.tap_names:
             activations[name].append(outputs["activations"][name])
         train_labels.append(labels)
+        train_predicted.append(np.argmax(outputs["prediction"], axis=1))
     activations = {name: np.concatenate(chunks) for name, chunks in activations.items()}
-    train_labels = np.concatenate(train_labels)
+    train_labels, train_predicted = np.concatenate(train_labels), np.concatenate(train_predicted)
     medoids = ClassMedoids(
         num_classes=len(class_ids),
         max_samples_per_class=args.max_per_class,
@@ -427,19 +500,31 @@ def evaluate(name, scores):
     print(f"{name:>24}: AUC {report['auc']:.3f}, TPR {at['tpr']:.3f} at FPR {at['fpr']:.3f}")
 
 
-evaluate("medoid LSTM", detector.predict(x, batch_size=args.batch_size, verbose=0))
+scores = detector.score(x, batch_size=args.batch_size)
+evaluate("medoid LSTM", scores)
+detector.calibrate(x[val_idx[is_adv[val_idx] == 0]], fpr=0.05, batch_size=args.batch_size)
+flags = detector.predict(x[test_idx], batch_size=args.batch_size)
+print(
+    f"{'':>24}  flagged at threshold {detector.threshold_:.3f}: clean "
+    f"{flags[is_adv[test_idx] == 0].mean():.3f}, "
+    f"adversarial {flags[is_adv[test_idx] == 1].mean():.3f}"
+)
 
 """
 ## The paper's baseline: kNN on the last block (Carrara et al.)
 
 On `mixed10` pooled (InceptionV3's `pool3` features), with the training
-activations already computed; k chosen on the validation images.
+activations already computed; k chosen on the validation images. Its labels
+are the ImageNet classes of the training folders (with `--dataset`, whose
+classes are not ImageNet's: InceptionV3's predicted class of each training
+image).
 """
 
 last = taps.tap_names[-1]
 last_activations = store.read_layer(last) if args.store else activations[last]
+knn_labels = train_predicted if args.dataset else class_ids[train_labels]
 knn = KNNDetector(model, last, batch_size=args.batch_size).fit_activations(
-    last_activations, class_ids[train_labels]
+    last_activations, knn_labels
 )
 k_candidates = [k for k in (1, 2, 5, 10, 20, 50) if k <= len(train_labels)]
 knn.select_k(x[val_idx], is_adv[val_idx], k_candidates=k_candidates)
@@ -448,13 +533,15 @@ evaluate(f"kNN ({last.rsplit('/', 1)[-1]}, k={knn.n_neighbors_})", knn.score(x))
 """
 ## Save and load
 
-One `.keras` file: InceptionV3, the medoids, the statistics and the LSTM; it
-loads in Keras's safe mode with the same scores.
+One file, written atomically: InceptionV3, the medoids, the statistics, the
+LSTM and the threshold; it loads in Keras's safe mode with the same scores
+(`include_model=False`: InceptionV3 is already inside the detector, once is
+enough). `MedoidLSTMDetector.load(path, model)` refuses a classifier whose
+weights differ from the one the detector was built on. A path ending in
+`.keras` writes a plain Keras file instead (`keras.models.load_model`).
 """
 
-detector.save(args.output)
-reloaded = keras.models.load_model(args.output)
-np.testing.assert_allclose(
-    reloaded.predict(x[:8], verbose=0), detector.predict(x[:8], verbose=0), atol=1e-6
-)
+detector.save(args.output, include_model=False)
+reloaded = MedoidLSTMDetector.load(args.output, model)
+np.testing.assert_allclose(reloaded.score(x[:8], batch_size=args.batch_size), scores[:8], atol=1e-6)
 print(f"saved and reloaded {args.output}")

@@ -2,7 +2,7 @@
 Title: Detecting adversarial MNIST digits from their distances to class medoids
 Author: keras_advguard developers
 Date created: 2026/11/22
-Last modified: 2026/11/22
+Last modified: 2026/12/01
 Description: Tap every layer of a classifier, measure how far an input's
 activations are from each class's medoid, layer after layer, and let an LSTM
 read that L x C distance sequence (Caldelli et al., ICIP 2019).
@@ -11,10 +11,12 @@ read that L x C distance sequence (Caldelli et al., ICIP 2019).
 """
 ## Setup
 
-The MNIST model is trained once and cached (`~/.keras_advguard/models`);
-MNIST itself is read from the Keras cache (`~/.keras/datasets/mnist.npz`),
-nothing downloads. `--quick` runs the same steps on scikit-learn's bundled
-8x8 digits and the small digits model, in well under a minute.
+The reference model is trained once and cached (`~/.keras_advguard/models`).
+`--dataset` picks the images (default: MNIST): `mnist`, `fashion_mnist` and
+`cifar10` are read from the Keras cache (`~/.keras/datasets/`) or from
+`--data-path`, nothing downloads; `digits` is scikit-learn's bundled 8x8
+digits, the default with `--quick`, which runs the same steps with the small
+digits model in well under a minute.
 """
 
 import argparse
@@ -30,14 +32,32 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_advguard import attacks, metrics  # noqa: E402
-from keras_advguard.datasets import load_dataset  # noqa: E402
-from keras_advguard.detectors import KNNDetector, MedoidLSTMDetector  # noqa: E402
+from keras_advguard.datasets import DATASET_NAMES, load_dataset  # noqa: E402
+from keras_advguard.detectors import KNNDetector, MedoidLSTMDetector, load_detector  # noqa: E402
 from keras_advguard.models import load_or_train  # noqa: E402
 from keras_advguard.plots import plot_activation_tsne  # noqa: E402
 
+# dataset: (reference architecture, its training epochs, PGD eps)
+REFERENCE = {
+    "digits": ("digits_cnn", 30, 0.3),
+    "mnist": ("mnist_cnn", 5, 0.3),
+    "fashion_mnist": ("mnist_cnn", 5, 0.1),
+    "cifar10": ("cifar_cnn", 28, 8 / 255),
+}
+
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--quick", action="store_true", help="8x8 digits, a fast run.")
+parser.add_argument(
+    "--dataset",
+    default=None,
+    choices=DATASET_NAMES,
+    help="Dataset (default: mnist; digits, bundled with scikit-learn, with --quick; "
+    "the others are read from the Keras cache or --data-path, never downloaded).",
+)
+parser.add_argument("--data-path", default=None, help="The dataset's file or folder.")
+parser.add_argument("--quick", action="store_true", help="Small budgets (digits by default).")
 args = parser.parse_args()
+dataset = args.dataset or ("digits" if args.quick else "mnist")
+architecture, model_epochs, eps = REFERENCE[dataset]
 keras.utils.set_random_seed(0)
 
 """
@@ -48,15 +68,13 @@ classifier gets right are the *sources* of the clean and adversarial inputs
 the detector learns from.
 """
 
-if args.quick:
-    (x_train, y_train), (x_test, y_test) = load_dataset("digits")
-    model, info = load_or_train("digits_cnn", "digits", epochs=30)
-    n_sources, epochs, eps = 300, 30, 0.3
-else:
-    (x_train, y_train), (x_test, y_test) = load_dataset("mnist")
-    model, info = load_or_train("mnist_cnn", "mnist", epochs=5, seed=0)
-    n_sources, epochs, eps = 1000, 100, 0.3
-print(f"{model.name}: test accuracy {info['test_accuracy']:.4f}")
+try:
+    (x_train, y_train), (x_test, y_test) = load_dataset(dataset, path=args.data_path)
+except (FileNotFoundError, ValueError) as error:
+    parser.error(f"--dataset {dataset}: {error}")
+model, info = load_or_train(architecture, dataset, epochs=model_epochs, path=args.data_path)
+n_sources, epochs = (300, 30) if args.quick else (1000, 100)
+print(f"{architecture} on {dataset}: test accuracy {info['test_accuracy']:.4f}")
 
 correct = np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test
 x_src, y_src = x_test[correct][:n_sources], y_test[correct][:n_sources]
@@ -83,7 +101,7 @@ budget). Only the successful adversarial versions count, and every split
 keeps a source image's clean and adversarial versions together.
 """
 
-pgd = attacks.pgd(model, x_src, eps=eps, eps_iter=0.01, nb_iter=40, y=y_src, seed=0)
+pgd = attacks.pgd(model, x_src, eps=eps, eps_iter=eps / 30, nb_iter=40, y=y_src, seed=0)
 half = n_sources // 2
 cw = attacks.carlini_wagner_l2(
     model,
@@ -119,12 +137,14 @@ detector.fit(
     callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=20, restore_best_weights=True)],
     verbose=0,
 )
-scores = detector.predict(x, verbose=0)
+scores = detector.score(x)
 
 """
 ## Evaluation
 
-The threshold comes from clean *validation* images (5% false positives).
+`score(x)` gives the LSTM's output, higher = more adversarial. The threshold
+comes from clean *validation* images (5% false positives): `calibrate` sets
+it, `predict` then flags inputs (bool).
 """
 
 
@@ -141,6 +161,12 @@ def evaluate(name, scores):
 
 
 evaluate("medoid LSTM", scores)
+detector.calibrate(x[val[is_adv[val] == 0]], fpr=0.05)
+flags = detector.predict(x[test])
+print(
+    f"{'':>22}  flagged at threshold {detector.threshold_:.3f}: clean "
+    f"{flags[is_adv[test] == 0].mean():.3f}, adversarial {flags[is_adv[test] == 1].mean():.3f}"
+)
 
 """
 ## Baseline: kNN on one layer (Carrara et al.)
@@ -185,11 +211,16 @@ print("wrote medoid_lstm_tsne.png")
 """
 ## Save and load
 
-One `.keras` file holds the classifier, the medoids, the standardization and
-the LSTM; it loads in Keras' safe mode.
+One file holds the classifier, the medoids, the standardization, the LSTM
+and the threshold, written atomically; it loads in Keras' safe mode.
+`load_detector` reads any detector back (`MedoidLSTMDetector.load(path,
+model)` also refuses a classifier whose weights differ). A path ending in
+`.keras` writes a plain Keras file instead, for `keras.models.load_model`
+and Keras's callbacks.
 """
 
-detector.save("medoid_lstm_detector.keras")
-reloaded = keras.models.load_model("medoid_lstm_detector.keras")
-assert np.array_equal(reloaded.predict(x[:50], verbose=0), detector.predict(x[:50], verbose=0))
-print("reloaded detector gives identical scores")
+detector.save("medoid_lstm_detector.advguard")
+reloaded = load_detector("medoid_lstm_detector.advguard")
+np.testing.assert_allclose(reloaded.score(x), scores, atol=1e-6)
+np.testing.assert_array_equal(reloaded.predict(x), detector.predict(x))
+print("reloaded detector gives identical scores and decisions")

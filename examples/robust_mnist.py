@@ -16,10 +16,11 @@ Every detector of the library falls to an attacker who knows it is there (see
 holds: the classifier is trained on the worst examples in the `eps` ball
 around each training image, found by an attack run inside the training step.
 
-This example runs on MNIST (`--dataset mnist`, eps 0.3; give the `.npz` with
-`--data-path` when it is not in the Keras cache) or, offline and in seconds,
-on scikit-learn's 8x8 digits (`--dataset digits`, eps 0.2, the default with
-`--quick`).
+This example runs on MNIST (`--dataset mnist`, eps 0.3, the default; give
+the `.npz` with `--data-path` when it is not in the Keras cache), on
+Fashion-MNIST (eps 0.1) or CIFAR-10 (eps 8/255), read offline, or in seconds
+on scikit-learn's bundled 8x8 digits (`--dataset digits`, eps 0.2, the
+default with `--quick`).
 """
 
 import argparse
@@ -32,21 +33,33 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_advguard.attacks import pgd  # noqa: E402
-from keras_advguard.datasets import load_dataset, validation_split  # noqa: E402
-from keras_advguard.models import digits_cnn, mnist_cnn  # noqa: E402
+from keras_advguard.datasets import DATASET_NAMES, load_dataset, validation_split  # noqa: E402
+from keras_advguard.models import cifar_cnn, digits_cnn, mnist_cnn  # noqa: E402
 from keras_advguard.training import AdversarialModel  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--quick", action="store_true", help="A tiny, fast run (digits).")
-parser.add_argument("--dataset", default=None, choices=("digits", "mnist"))
-parser.add_argument("--data-path", default=None, help="mnist.npz (for --dataset mnist).")
+parser.add_argument(
+    "--dataset",
+    default=None,
+    choices=DATASET_NAMES,
+    help="Dataset (default: mnist; digits, bundled with scikit-learn, with --quick; "
+    "the others are read from the Keras cache or --data-path, never downloaded).",
+)
+parser.add_argument("--data-path", default=None, help="The dataset's file or folder.")
 parser.add_argument("--method", default="pgd", choices=("pgd", "trades"))
 parser.add_argument("--epochs", type=int, default=None)
 parser.add_argument("--output", default=None, help="Where to save the trained classifier.")
 args = parser.parse_args()
 dataset = args.dataset or ("digits" if args.quick else "mnist")
-eps = 0.3 if dataset == "mnist" else 0.2
-epochs = args.epochs or (6 if args.quick else (10 if dataset == "mnist" else 30))
+# dataset: (architecture, eps, training epochs)
+build, eps, full_epochs = {
+    "digits": (digits_cnn, 0.2, 30),
+    "mnist": (mnist_cnn, 0.3, 10),
+    "fashion_mnist": (mnist_cnn, 0.1, 10),
+    "cifar10": (cifar_cnn, 8 / 255, 30),
+}[dataset]
+epochs = args.epochs or (6 if args.quick else full_epochs)
 n_eval = 100 if args.quick else 1000
 
 """
@@ -56,13 +69,14 @@ Hyper-parameters are watched on images held out from the training split
 (`validation_split`); the test split is only used for the final figures.
 """
 
-path = args.data_path if dataset == "mnist" else None
-(x_train, y_train), (x_test, y_test) = load_dataset(dataset, path=path)
+try:
+    (x_train, y_train), (x_test, y_test) = load_dataset(dataset, path=args.data_path)
+except (FileNotFoundError, ValueError) as error:
+    parser.error(f"--dataset {dataset}: {error}")
 (x_fit, y_fit), (x_val, y_val) = validation_split(x_train, y_train, fraction=0.1, seed=0)
 if args.quick:
     x_fit, y_fit = x_fit[:960], y_fit[:960]
 x_eval, y_eval = x_test[:n_eval], y_test[:n_eval]
-build = mnist_cnn if dataset == "mnist" else digits_cnn
 print(f"{dataset}: {len(x_fit)} training, {len(x_val)} held-out, {len(x_eval)} test images")
 
 """

@@ -2,7 +2,7 @@
 Title: Sanitizing hidden activations of an MNIST classifier
 Author: keras_advguard developers
 Date created: 2026/11/21
-Last modified: 2026/11/21
+Last modified: 2026/12/01
 Description: Insert mask, median and non-local means sanitizers after the hidden
 layers of a trained MNIST-CNN, pick the mask threshold on validation data, and
 evaluate against oblivious and adaptive (BPDA) attacks.
@@ -11,10 +11,12 @@ evaluate against oblivious and adaptive (BPDA) attacks.
 """
 ## Setup
 
-The MNIST model is trained once and cached (`~/.keras_advguard/models`); MNIST
-itself is read from the Keras cache (`~/.keras/datasets/mnist.npz`), nothing
-downloads. `--quick` runs the same steps on scikit-learn's bundled 8x8 digits
-and the small digits model, in well under a minute. The full benchmark (1,000
+The reference model is trained once and cached (`~/.keras_advguard/models`).
+`--dataset` picks the images (default: MNIST): `mnist`, `fashion_mnist` and
+`cifar10` are read from the Keras cache (`~/.keras/datasets/`) or from
+`--data-path`, nothing downloads; `digits` is scikit-learn's bundled 8x8
+digits, the default with `--quick`, which runs the same steps with the small
+digits model in well under a minute. The full benchmark (1,000
 test images, three attacks, CIFAR-10) is `benchmarks/sanitizers.py`.
 """
 
@@ -32,13 +34,14 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from keras_advguard import attacks  # noqa: E402
-from keras_advguard.datasets import load_dataset, validation_split  # noqa: E402
+from keras_advguard.datasets import DATASET_NAMES, load_dataset, validation_split  # noqa: E402
 from keras_advguard.layers import (  # noqa: E402
     MaskSanitizer,
     MedianSanitizer,
     NLMeansSanitizer,
 )
 from keras_advguard.models import (  # noqa: E402
+    CIFAR_CNN_SANITIZED_LAYERS,
     DIGITS_CNN_SANITIZED_LAYERS,
     MNIST_CNN_SANITIZED_LAYERS,
     load_or_train,
@@ -50,9 +53,27 @@ from keras_advguard.plots import (  # noqa: E402
 )
 from keras_advguard.sanitize import sanitize  # noqa: E402
 
+# dataset: (reference architecture, its training epochs, sanitized layers, PGD eps)
+REFERENCE = {
+    "digits": ("digits_cnn", 30, DIGITS_CNN_SANITIZED_LAYERS, 0.2),
+    "mnist": ("mnist_cnn", 5, MNIST_CNN_SANITIZED_LAYERS, 0.3),
+    "fashion_mnist": ("mnist_cnn", 5, MNIST_CNN_SANITIZED_LAYERS, 0.1),
+    "cifar10": ("cifar_cnn", 28, CIFAR_CNN_SANITIZED_LAYERS, 8 / 255),
+}
+
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--quick", action="store_true", help="8x8 digits, a fast run.")
+parser.add_argument(
+    "--dataset",
+    default=None,
+    choices=DATASET_NAMES,
+    help="Dataset (default: mnist; digits, bundled with scikit-learn, with --quick; "
+    "the others are read from the Keras cache or --data-path, never downloaded).",
+)
+parser.add_argument("--data-path", default=None, help="The dataset's file or folder.")
+parser.add_argument("--quick", action="store_true", help="Small budgets (digits by default).")
 args = parser.parse_args()
+dataset = args.dataset or ("digits" if args.quick else "mnist")
+architecture, epochs, layers, eps = REFERENCE[dataset]
 
 """
 ## Data and model
@@ -64,15 +85,13 @@ they only rank thresholds. `benchmarks/sanitizers.py` trains its model with
 6,000 training images held out and validates on those.
 """
 
-if args.quick:
-    (x_train, y_train), (x_test, y_test) = load_dataset("digits")
-    model, info = load_or_train("digits_cnn", "digits", epochs=30)
-    layers, eps, n_val, n_test = DIGITS_CNN_SANITIZED_LAYERS, 0.2, 60, 60
-else:
-    (x_train, y_train), (x_test, y_test) = load_dataset("mnist")
-    model, info = load_or_train("mnist_cnn", "mnist", epochs=5, seed=0)
-    layers, eps, n_val, n_test = MNIST_CNN_SANITIZED_LAYERS, 0.3, 300, 500
-print(f"{model.name}: test accuracy {info['test_accuracy']:.4f}")
+try:
+    (x_train, y_train), (x_test, y_test) = load_dataset(dataset, path=args.data_path)
+except (FileNotFoundError, ValueError) as error:
+    parser.error(f"--dataset {dataset}: {error}")
+model, info = load_or_train(architecture, dataset, epochs=epochs, seed=0, path=args.data_path)
+n_val, n_test = (60, 60) if args.quick else (300, 500)
+print(f"{architecture} on {dataset}: test accuracy {info['test_accuracy']:.4f}")
 _, (x_val, y_val) = validation_split(x_train, y_train, fraction=0.1, seed=0)
 x_val, y_val = x_val[:n_val], y_val[:n_val]
 x_test, y_test = x_test[:n_test], y_test[:n_test]
@@ -89,7 +108,8 @@ def accuracy(m, x, y):
 nothing retrained) with a fresh sanitizer after each chosen layer; every
 consumer of a sanitized output (residual branches included) sees the sanitized
 values. The paper's choice for MNIST-CNN is `MNIST_CNN_SANITIZED_LAYERS`
-(CONV1, CONV2, CONV4, CONV5, FC7, FC8).
+(CONV1, CONV2, CONV4, CONV5, FC7, FC8); for its CIFAR-10 model,
+`CIFAR_CNN_SANITIZED_LAYERS`.
 """
 
 defended = sanitize(model, after=layers, sanitizer=MaskSanitizer(alpha=0.1))

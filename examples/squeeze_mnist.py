@@ -2,7 +2,7 @@
 Title: Feature squeezing on MNIST: output layer vs internal layers
 Author: keras_advguard developers
 Date created: 2026/11/21
-Last modified: 2026/11/21
+Last modified: 2026/12/01
 Description: Detect FGSM adversarial examples by squeezing the input and comparing
 either the softmax outputs (Xu et al.) or every activation layer (Jonas & Evans).
 """
@@ -10,10 +10,12 @@ either the softmax outputs (Xu et al.) or every activation layer (Jonas & Evans)
 """
 ## Setup
 
-The MNIST model is trained once and cached (`~/.keras_advguard/models`); MNIST
-itself is read from the Keras cache (`~/.keras/datasets/mnist.npz`), nothing
-downloads. `--quick` runs the same steps on scikit-learn's bundled 8x8 digits
-and the small digits model, in well under a minute.
+The reference model is trained once and cached (`~/.keras_advguard/models`).
+`--dataset` picks the images (default: MNIST): `mnist`, `fashion_mnist` and
+`cifar10` are read from the Keras cache (`~/.keras/datasets/`) or from
+`--data-path`, nothing downloads; `digits` is scikit-learn's bundled 8x8
+digits, the default with `--quick`, which runs the same steps with the small
+digits model in well under a minute.
 """
 
 import argparse
@@ -28,20 +30,33 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from keras_advguard import attacks, metrics  # noqa: E402
-from keras_advguard.datasets import load_dataset  # noqa: E402
-from keras_advguard.detectors.feature_squeezing_detector import (  # noqa: E402
-    FeatureSqueezingDetector,
-)
-from keras_advguard.layers.bit_depth_squeezer import BitDepthSqueezer  # noqa: E402
-from keras_advguard.layers.median_smoothing_squeezer import (  # noqa: E402
-    MedianSmoothingSqueezer,
-)
+from keras_advguard.datasets import DATASET_NAMES, load_dataset  # noqa: E402
+from keras_advguard.detectors import FeatureSqueezingDetector, load_detector  # noqa: E402
+from keras_advguard.layers import BitDepthSqueezer, MedianSmoothingSqueezer  # noqa: E402
 from keras_advguard.models import load_or_train  # noqa: E402
 from keras_advguard.plots import LayerDivergenceDisplay  # noqa: E402
 
+# dataset: (reference architecture, its training epochs, FGSM eps)
+REFERENCE = {
+    "digits": ("digits_cnn", 30, 0.1),
+    "mnist": ("mnist_cnn", 5, 0.1),
+    "fashion_mnist": ("mnist_cnn", 5, 0.1),
+    "cifar10": ("cifar_cnn", 28, 8 / 255),
+}
+
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--quick", action="store_true", help="8x8 digits, a fast run.")
+parser.add_argument(
+    "--dataset",
+    default=None,
+    choices=DATASET_NAMES,
+    help="Dataset (default: mnist; digits, bundled with scikit-learn, with --quick; "
+    "the others are read from the Keras cache or --data-path, never downloaded).",
+)
+parser.add_argument("--data-path", default=None, help="The dataset's file or folder.")
+parser.add_argument("--quick", action="store_true", help="Small budgets (digits by default).")
 args = parser.parse_args()
+dataset = args.dataset or ("digits" if args.quick else "mnist")
+architecture, epochs, eps = REFERENCE[dataset]
 
 """
 ## Data and model
@@ -51,15 +66,13 @@ the images it is evaluated on: here the first test images calibrate, the next
 ones evaluate.
 """
 
-if args.quick:
-    _, (x_test, y_test) = load_dataset("digits")
-    model, info = load_or_train("digits_cnn", "digits", epochs=30)
-    n_val, n_eval = 180, 180
-else:
-    _, (x_test, y_test) = load_dataset("mnist")
-    model, info = load_or_train("mnist_cnn", "mnist", epochs=5, seed=0)
-    n_val, n_eval = 1000, 1000
-print(f"{model.name}: test accuracy {info['test_accuracy']:.4f}")
+try:
+    _, (x_test, y_test) = load_dataset(dataset, path=args.data_path)
+except (FileNotFoundError, ValueError) as error:
+    parser.error(f"--dataset {dataset}: {error}")
+model, info = load_or_train(architecture, dataset, epochs=epochs, seed=0, path=args.data_path)
+n_val, n_eval = (180, 180) if args.quick else (1000, 1000)
+print(f"{architecture} on {dataset}: test accuracy {info['test_accuracy']:.4f}")
 
 x_val = x_test[:n_val]
 x_eval, y_eval = x_test[n_val : n_val + n_eval], y_test[n_val : n_val + n_eval]
@@ -86,23 +99,24 @@ squeezers = [BitDepthSqueezer(1), MedianSmoothingSqueezer(2), MedianSmoothingSqu
   between the flattened activations of `x` and of the squeezed `x` (max over
   squeezers).
 
-`fit` sets the threshold at a 5% false positive rate on clean validation
-images.
+Nothing is trained: `calibrate` sets the threshold at a 5% false positive
+rate on clean validation images.
 """
 
 detectors = {
-    kind: FeatureSqueezingDetector(model, squeezers, score=kind).fit(x_val, fpr=0.05)
+    kind: FeatureSqueezingDetector(model, squeezers, score=kind).calibrate(x_val, fpr=0.05)
     for kind in ("output", "internal")
 }
 print("internal score layers:", detectors["internal"].tap_names)
 
 """
-## FGSM, eps = 0.1, untargeted
+## FGSM, untargeted
 
-Only the successful adversarial images count (their label changed).
+Eps 0.1 on MNIST (Xu et al.), 8/255 on CIFAR-10. Only the successful
+adversarial images count (their label changed).
 """
 
-result = attacks.fgsm(model, x_eval, eps=0.1, y=y_eval)
+result = attacks.fgsm(model, x_eval, eps=eps, y=y_eval)
 x_adv = result.x_adv[result.success]
 print(f"FGSM success: {result.success.sum()} / {len(x_eval)}")
 
@@ -118,7 +132,8 @@ for kind, detector in detectors.items():
     at = report["at_fpr"][0.05]
     print(
         f"{kind:>8} score: detection rate {at['tpr']:.3f} at FPR {at['fpr']:.3f} "
-        f"(threshold {detector.threshold_:.4f}), AUC {report['auc']:.3f}"
+        f"(threshold {detector.threshold_:.4f}), AUC {report['auc']:.3f}; "
+        f"predict flags {detector.predict(x_adv).mean():.3f} of the adversarial images"
     )
 
 """
@@ -139,11 +154,14 @@ print("wrote squeeze_fig1.png and squeeze_fig2.png")
 """
 ## Save and load
 
-The detector is saved as JSON (squeezers as Keras configs, threshold) with the
-model beside it as a `.keras` file; nothing is pickled.
+One file, written atomically: the squeezers as Keras configs, the threshold,
+a SHA-256 of the classifier's weights and the classifier itself (`.keras`);
+nothing is pickled. `load_detector` reads any detector back, by the class
+name stored in the file (or `FeatureSqueezingDetector.load(path, model)`, which
+refuses a model whose weights differ).
 """
 
-detectors["internal"].save("squeeze_detector.json")
-loaded = FeatureSqueezingDetector.load("squeeze_detector.json")
-assert np.array_equal(loaded.predict(x_eval[:20]), detectors["internal"].predict(x_eval[:20]))
-print("reloaded detector:", loaded)
+detectors["internal"].save("squeeze_detector.advguard")
+loaded = load_detector("squeeze_detector.advguard")
+np.testing.assert_array_equal(loaded.predict(x_eval), detectors["internal"].predict(x_eval))
+print("reloaded detector, same decisions:", loaded)

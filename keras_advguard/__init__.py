@@ -33,10 +33,14 @@ from keras_advguard import metrics as metrics
 from keras_advguard import models as models
 from keras_advguard import plots as plots
 from keras_advguard import training as training
+from keras_advguard.activation_store import ActivationStore as ActivationStore
+from keras_advguard.attacks._common import as_logits_fn as as_logits_fn
 from keras_advguard.detector_model import DetectorModel as DetectorModel
-from keras_advguard.detector_model import as_logits_fn as as_logits_fn
 from keras_advguard.detector_model import rebuild_model as rebuild_model
 from keras_advguard.detector_model import resolve_layers as resolve_layers
+from keras_advguard.detectors import (
+    ClassConditionalInputDetector as ClassConditionalInputDetector,
+)
 from keras_advguard.detectors import ClassMedoids as ClassMedoids
 from keras_advguard.detectors import EntropyDetector as EntropyDetector
 from keras_advguard.detectors import FeatureSqueezingDetector as FeatureSqueezingDetector
@@ -62,6 +66,7 @@ from keras_advguard.training import AdversarialModel as AdversarialModel
 from keras_advguard.version import __version__ as __version__
 
 __all__ = [
+    "ActivationStore",
     "AdversarialModel",
     "BitDepthSqueezer",
     "ClassMedoids",
@@ -75,6 +80,7 @@ __all__ = [
     "load_detector",
     "MaxSoftmaxDetector",
     "InputCNNDetector",
+    "ClassConditionalInputDetector",
     "NLMeansSqueezer",
     "MaskSanitizer",
     "MedianSanitizer",

@@ -20,6 +20,41 @@ def has_labels(ds):
     return isinstance(ds.element_spec, (tuple, list))
 
 
+def check_label_source(x, y):
+    """Where a fit's labels come from: `y` for arrays, the pairs of a dataset.
+
+    A `tf.data.Dataset` carries its labels in `(x, y)` pairs, so `y` must be
+    `None` and the dataset must yield pairs; array inputs need `y`.
+
+    Raises:
+        ValueError: `y` given with a dataset, a dataset of bare inputs, or
+            arrays without `y`.
+
+    Example:
+
+        >>> import numpy as np
+        >>> check_label_source(np.zeros((2, 3)), [0, 1]) is None
+        True
+    """
+    if not is_tf_dataset(x):
+        if y is None:
+            raise ValueError(
+                "Labels `y` are required for array inputs (or pass a tf.data.Dataset "
+                "of (x, y) pairs). Received: y=None"
+            )
+        return
+    if y is not None:
+        raise ValueError(
+            "For a tf.data.Dataset the labels come from its (x, y) pairs; `y` must be "
+            f"None. Received: y of type {type(y).__name__}"
+        )
+    if not has_labels(x):
+        raise ValueError(
+            "The dataset must yield (x, y) pairs with the labels. "
+            f"Received a dataset with element_spec={x.element_spec}"
+        )
+
+
 def is_batched(ds, input_rank=None):
     """Whether the dataset's elements are batches.
 

@@ -214,6 +214,26 @@ def check_labels(name, value):
     return array
 
 
+def as_class_ids(name, values):
+    """Class ids `(N,)` or one-hot / score rows `(N, C)` as int64 class ids `(N,)`.
+
+    Rows are reduced by their argmax; 1-D values must be integers.
+
+    Example:
+
+        >>> as_class_ids("labels", [[0.1, 0.9], [1.0, 0.0]]).tolist()
+        [1, 0]
+        >>> as_class_ids("labels", [2, 0]).dtype
+        dtype('int64')
+    """
+    values = np.asarray(values)
+    if values.ndim == 2:
+        check_array(name, values, ndim=2, dtype_kind="fiub")
+        return np.argmax(values, axis=1).astype(np.int64)
+    values = check_array(name, values, ndim=1, dtype_kind="iu")
+    return values.astype(np.int64)
+
+
 def check_clip(clip_min, clip_max):
     """Both bounds real numbers and `clip_min < clip_max` (attacks, training)."""
     check_number("clip_min", clip_min)

@@ -3,8 +3,9 @@
 `DetectorModel` owns "run a model and collect what detectors need":
 activations of chosen layers (pooled), the prediction, the logits behind a
 softmax and the labels, over numpy arrays or `tf.data` datasets with bounded
-memory. Attacks, sanitizers and detectors go through `DetectorModel` or
-`as_logits_fn`.
+memory. Attacks, sanitizers and detectors go through `DetectorModel`; the
+attacks' logits callable, `as_logits_fn`, lives beside their batch loop in
+`keras_advguard.attacks._common` (exported as `keras_advguard.as_logits_fn`).
 
 The graph itself is walked by `keras_advguard._graph` (the one module reading
 Keras internals); layers are chosen by `keras_advguard._selectors`. The chosen
@@ -429,6 +430,25 @@ class DetectorModel(keras.Model):
         return shapes
 
 
+def as_detector_model(model, **kwargs):
+    """`model` when it is already a `DetectorModel`, else `DetectorModel(model, **kwargs)`.
+
+    The one place where "a classifier or its `DetectorModel`" arguments are
+    told apart (the taps of a given `DetectorModel` are kept as they are).
+
+    Example:
+
+        >>> import keras
+        >>> classifier = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+        >>> taps = as_detector_model(classifier, layers="d")
+        >>> as_detector_model(taps, layers=None) is taps, taps.tap_names
+        (True, ['d'])
+    """
+    if isinstance(model, DetectorModel):
+        return model
+    return DetectorModel(model, **kwargs)
+
+
 def _known_length(x, input_rank):
     """`N` when it is known before the pass (numpy, unbatched finite datasets)."""
     from keras_advguard import _batching
@@ -515,38 +535,20 @@ class _Store:
         return np.concatenate(self.chunks)
 
 
-def as_logits_fn(model):
-    """A callable `x -> float32 logits` for attacks.
+def __getattr__(name):
+    # `as_logits_fn` moved beside the attacks' runner (`keras_advguard.attacks`,
+    # floor 3). The old import path keeps working, with a DeprecationWarning; it
+    # is resolved on first use only, so this floor-2 module does not depend on
+    # the attacks.
+    if name == "as_logits_fn":
+        import importlib
+        import warnings
 
-    Args:
-        model: a Keras model (Functional or Sequential; pre-softmax logits are
-            taken when it ends in softmax), a `DetectorModel`, or a callable
-            already returning logits.
-
-    Returns:
-        A callable mapping a batch to a float32 logits tensor.
-
-    Raises:
-        ValueError: for a Keras model whose logits cannot be reached (a
-            subclassed, unbuilt, multi-input or multi-output model).
-        TypeError: for an object that is neither a Keras model nor callable.
-    """
-    import tensorflow as tf
-
-    if isinstance(model, DetectorModel):
-        logits_model = DetectorModel(model.base_model, logits_layer=model.logits_layer)
-    elif isinstance(model, keras.Model):
-        logits_model = DetectorModel(model)
-    elif callable(model):
-        return model
-    else:
-        raise TypeError(
-            "Argument `model` must be a keras.Model, a DetectorModel or a callable "
-            f"returning logits. Received: model of type {type(model).__name__}"
+        warnings.warn(
+            "`keras_advguard.detector_model.as_logits_fn` moved beside the attacks: "
+            "import it as `keras_advguard.as_logits_fn`.",
+            DeprecationWarning,
+            stacklevel=2,
         )
-
-    def logits_fn(x):
-        return tf.cast(logits_model(x)["logits"], tf.float32)
-
-    logits_fn.detector_model = logits_model
-    return logits_fn
+        return importlib.import_module("keras_advguard.attacks._common").as_logits_fn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,19 +23,14 @@ import dataclasses
 import numpy as np
 
 from keras_advguard import _activations, _validation
-
-
-def _as_base_model(model):
-    from keras_advguard.detector_model import DetectorModel
-
-    return model.base_model if isinstance(model, DetectorModel) else model
+from keras_advguard._fingerprint import unwrap_model
 
 
 def _taps(model, layers):
     from keras_advguard.detector_model import DetectorModel
 
     selectors = _activations.is_activation_layer if layers is None else layers
-    return DetectorModel(_as_base_model(model), layers=selectors, pooling="flatten")
+    return DetectorModel(unwrap_model(model), layers=selectors, pooling="flatten")
 
 
 def layer_cosine_distances(model, x, x_other, *, layers=None, batch_size=128, verbose=0):
@@ -322,11 +317,19 @@ def mean_std_over_pairs(per_pair):
 
 
 def _distances(detector, taps, x_clean, x_adv, batch_size):
-    """Per-pair normalized distances for each tap: a list of `(N,)` arrays."""
+    """Per-pair normalized distances for each tap: a list of `(N,)` arrays.
+
+    Both inputs go through the library's one activation pass
+    (`DetectorModel.iter_activations`: checked batches, bounded memory, and a
+    compiled call that also runs under a `tf.distribute` strategy).
+    """
     out = [[] for _ in taps]
-    for start in range(0, len(x_clean), batch_size):
-        clean = detector.predict_on_batch(x_clean[start : start + batch_size])
-        adv = detector.predict_on_batch(x_adv[start : start + batch_size])
+    batches = zip(
+        detector.iter_activations(x_clean, batch_size=batch_size),
+        detector.iter_activations(x_adv, batch_size=batch_size),
+        strict=True,
+    )
+    for (clean, _), (adv, _) in batches:
         for i, tap in enumerate(taps):
             a = np.asarray(clean["activations"][tap], dtype=np.float64)
             b = np.asarray(adv["activations"][tap], dtype=np.float64)

@@ -114,3 +114,35 @@ def test_rebuild_model_shares_weights_and_names_missing_outputs():
     assert {id(w) for w in rebuilt.weights} == {id(w) for w in model.weights}
     with pytest.raises(ValueError, match=r"No layer 'nope' \(argument `outputs`\)"):
         _graph.rebuild_model(model, outputs=["nope"])
+
+
+def test_rebuild_model_after_hook_rewires_every_consumer():
+    model = _residual()
+    x = np.random.default_rng(3).normal(size=(2, 6, 6, 2)).astype("float32")
+
+    def zero_branch(path, layer, output):
+        if path == "branch_conv":
+            return keras.layers.Rescaling(0.0, name="zero_branch")(output)
+        return output
+
+    rebuilt = _graph.rebuild_model(model, after=zero_branch, outputs=["add", "branch_conv"])
+    out = rebuilt(x)
+    # The residual Add now sees a zero branch: add == inputs.
+    np.testing.assert_allclose(out["add"], x, atol=1e-6)
+    np.testing.assert_allclose(out["branch_conv"], 0.0)
+    # The original model is unchanged; without hooks the rebuild is the model.
+    np.testing.assert_allclose(_graph.rebuild_model(model)(x), model(x), atol=1e-6)
+
+
+def test_rebuild_model_replace_hook_inside_nested_model():
+    model = _nested()
+    x = np.random.default_rng(4).normal(size=(3, 4)).astype("float32")
+
+    def double_b2(path, layer, args, kwargs):
+        if path == "backbone/b2":
+            return keras.layers.Rescaling(2.0, name="twice")(layer(*args, **kwargs))
+        return None
+
+    rebuilt = _graph.rebuild_model(model, replace=double_b2, outputs=["backbone/b2"])
+    backbone = model.get_layer("backbone")
+    np.testing.assert_allclose(rebuilt(x)["backbone/b2"], 2 * np.asarray(backbone(x)), atol=1e-5)

@@ -25,6 +25,7 @@ def _model():
         (keras.layers.Flatten, ["flatten"]),
         (lambda layer: getattr(layer, "activation", None) is keras.activations.relu, ["fc"]),
         (["out", "conv_a"], ["conv_a", "out"]),  # graph order, not selector order
+        (["fc", "conv_a", "conv"], ["conv_a", "depthwise", "fc"]),  # no duplicates
         (None, []),
     ],
 )

@@ -8,6 +8,7 @@ import keras_advguard
 
 PUBLIC = {
     "keras_advguard": [
+        "ActivationStore",
         "DetectorModel",
         "as_logits_fn",
         "rebuild_model",
@@ -110,6 +111,7 @@ PUBLIC = {
         "FeatureSqueezingDetector",
         "MaxSoftmaxDetector",
         "InputCNNDetector",
+        "ClassConditionalInputDetector",
         "Detector",
         "load_detector",
     ],

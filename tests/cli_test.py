@@ -1,5 +1,9 @@
 """`advguard`: every bad argument is one line and exit code 2 before any work;
-the figures of a run match independent numpy references."""
+the figures of a run match independent numpy references.
+
+One end-to-end `advguard evaluate` run (the module fixture `evaluated`) is in
+the default run; the rerun from the attack cache and the end-to-end demo are
+`slow` (the demo's wiring is checked fast with a stand-in `evaluate`)."""
 
 import json
 import os
@@ -276,8 +280,13 @@ def test_evaluate_figures_match_independent_references(evaluated, files, digits_
         summary = report["detectors"][name]["oblivious"]["fgsm"]
         assert summary["n_clean"] == int(sources.sum())
         assert summary["n_adversarial"] == int(fooled.sum())
+    # the attack went to the cache named by --cache-dir (DIR/attacks), as --help says
+    cache = files["folder"] / "cache" / "attacks"
+    assert report["attacks"]["fgsm"]["cached"] is False
+    assert cache.is_dir() and any(cache.iterdir())
 
 
+@pytest.mark.slow
 def test_rerun_loads_the_attacks_from_the_cache(evaluated, monkeypatch, capsys):
     import functools
 
@@ -300,6 +309,60 @@ def test_rerun_loads_the_attacks_from_the_cache(evaluated, monkeypatch, capsys):
     assert second["attacks"]["fgsm"]["n_adversarial"] == first["attacks"]["fgsm"]["n_adversarial"]
 
 
+class _StandInReport:
+    """What `run` uses of an `EvaluationReport`."""
+
+    def to_markdown(self):
+        return "| stand-in |"
+
+    def save(self, folder):
+        os.makedirs(folder)
+        with open(os.path.join(folder, "report.md"), "w") as f:
+            f.write(self.to_markdown())
+        return ["report.md"]
+
+    def summary(self):
+        return "stand-in summary"
+
+
+def test_demo_runs_evaluate_on_the_cached_reference_model(
+    tmp_path, capsys, monkeypatch, digits_model
+):
+    """The demo's wiring, fast: `evaluate` gets the digits data, the reference model
+    (loaded from the cache, not trained), the digits eps and the cache folder."""
+    import keras_advguard.evaluation
+    from keras_advguard.datasets import load_dataset
+
+    calls = []
+
+    def stand_in(model, train, test, **kwargs):
+        calls.append((model, train, test, kwargs))
+        return _StandInReport()
+
+    monkeypatch.setattr(keras_advguard.evaluation, "evaluate", stand_in)
+    out = tmp_path / "demo"
+    argv = ["demo", "--quick", "--num-images", "60", "--attacks", "fgsm", "--verbose", "0"]
+    assert cli.main(argv + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "loaded from cache" in printed and "stand-in summary" in printed
+    assert len(calls) == 1
+    model, train, test, kwargs = calls[0]
+    reference, _ = digits_model
+    for got, expected in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    (x_train, y_train), (x_test, y_test) = load_dataset("digits")
+    np.testing.assert_array_equal(train[0], x_train)
+    np.testing.assert_array_equal(train[1], y_train)
+    np.testing.assert_array_equal(test[0], x_test)
+    np.testing.assert_array_equal(test[1], y_test)
+    assert kwargs["eps"] == 0.1 and kwargs["clip"] == (0.0, 1.0)
+    assert kwargs["quick"] is True and kwargs["num_images"] == 60
+    assert kwargs["attacks"] == ["fgsm"]
+    assert kwargs["cache_dir"] == os.path.join(os.environ["KERAS_ADVGUARD_HOME"], "attacks")
+    assert (out / "report.md").read_text() == "| stand-in |"
+
+
+@pytest.mark.slow
 def test_demo_quick_runs_offline_and_states_what_it_did(tmp_path, capsys, digits_model):
     out = tmp_path / "demo"
     code = cli.main(

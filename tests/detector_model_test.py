@@ -116,32 +116,6 @@ def test_pooling_modes(x8, pooling, expected_shape):
     np.testing.assert_allclose(act, reference, atol=1e-6)
 
 
-def test_selection_by_class_predicate_object_and_presets():
-    model = _sequential()
-    assert DetectorModel(model, layers=keras.layers.Conv2D).tap_names == [
-        "conv1",
-        "conv2",
-    ]
-    assert DetectorModel(model, layers="conv").tap_names == ["conv1", "conv2"]
-    assert DetectorModel(model, layers="dense").tap_names == ["fc", "predictions"]
-    assert DetectorModel(model, layers="conv+dense").tap_names == [
-        "conv1",
-        "conv2",
-        "fc",
-        "predictions",
-    ]
-    assert DetectorModel(model, layers=lambda layer: layer.name.endswith("2")).tap_names == [
-        "conv2"
-    ]
-    assert DetectorModel(model, layers=model.get_layer("fc")).tap_names == ["fc"]
-    # Graph order, not selector order, and no duplicates.
-    assert DetectorModel(model, layers=["fc", "conv1", "conv"]).tap_names == [
-        "conv1",
-        "conv2",
-        "fc",
-    ]
-
-
 def test_functional_residual_and_softmax_layer_logits():
     model, logits_model = _residual()
     x = np.random.default_rng(1).random((3, 8, 8, 3), dtype=np.float32)
@@ -246,18 +220,6 @@ def test_mixed_precision(x8):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_as_logits_fn_variants(x8):
-    model = _sequential()
-    reference = _manual_logits_sequential(model, x8)
-    np.testing.assert_allclose(as_logits_fn(model)(x8), reference, atol=1e-5)
-    detector = DetectorModel(model, layers="conv1")
-    np.testing.assert_allclose(as_logits_fn(detector)(x8), reference, atol=1e-5)
-    fn = lambda x: x  # noqa: E731
-    assert as_logits_fn(fn) is fn
-    with pytest.raises(TypeError, match="keras.Model"):
-        as_logits_fn(42)
-
-
 def test_gradients_flow_through_taps(x8):
     detector = DetectorModel(_sequential(), layers="conv2")
     x = tf.convert_to_tensor(x8)
@@ -279,26 +241,15 @@ class _Subclassed(keras.Model):
 
 
 def test_errors():
+    # Unknown layers, bad selector types and unbuilt models: tests/_selectors_test.py
+    # and tests/_graph_test.py (the errors come from there unchanged).
     model = _sequential()
-    with pytest.raises(ValueError, match=r"No layer 'conv9'\. Layers: conv1, conv2"):
-        DetectorModel(model, layers="conv9")
-    with pytest.raises(TypeError, match="keras.Model"):
-        DetectorModel("not a model")
     with pytest.raises(ValueError, match="pooling"):
         DetectorModel(model, pooling="median")
-    with pytest.raises(ValueError, match="matches no layer"):
-        DetectorModel(model, layers=keras.layers.LSTM)
-    with pytest.raises(TypeError, match="layer name or path"):
-        DetectorModel(model, layers=[3.5])
-    unbuilt = keras.Sequential([keras.layers.Dense(3)])
-    with pytest.raises(ValueError, match="not built"):
-        DetectorModel(unbuilt)
     sub = _Subclassed()
     sub(np.zeros((1, 8, 8, 1), "float32"))
     with pytest.raises(ValueError, match="subclassed"):
         DetectorModel(sub)
-    with pytest.raises(ValueError, match="subclassed"):
-        as_logits_fn(sub)
     a, b = keras.Input((4,)), keras.Input((4,))
     two_in = keras.Model([a, b], keras.layers.Add()([a, b]))
     with pytest.raises(ValueError, match="exactly one input"):
@@ -380,53 +331,18 @@ def test_mobilenet_v2_nested_in_sequential(tmp_path):
     )
 
 
-def test_resolve_layers_matches_detector_model_selection():
-    from keras_advguard.detector_model import resolve_layers
+def test_taps_are_the_selected_layers():
+    """DetectorModel taps what `_selectors` selects (selectors: tests/_selectors_test.py)."""
+    from keras_advguard import _graph, _selectors
+    from keras_advguard.detector_model import rebuild_model, resolve_layers
 
+    assert resolve_layers is _selectors.resolve_layers  # old import paths kept
+    assert rebuild_model is _graph.rebuild_model
     model, _ = _nested()
-    assert resolve_layers(model, "conv") == ["backbone/b_conv1", "backbone/b_conv2"]
-    assert resolve_layers(model, ["dense", "b_conv1"]) == ["backbone/b_conv1", "dense"]
+    for selector in ("conv", ["dense", "b_conv1"], keras.layers.Conv2D, ["dense", "conv"]):
+        assert DetectorModel(model, layers=selector).tap_names == resolve_layers(model, selector)
     with pytest.raises(ValueError, match=r"No layer 'conv7'\. Layers: backbone/b_conv1"):
-        resolve_layers(model, "conv7")
-
-
-def test_rebuild_model_after_hook_rewires_every_consumer():
-    from keras_advguard.detector_model import rebuild_model
-
-    model, _ = _residual()
-    x = np.random.default_rng(3).random((2, 8, 8, 3), dtype=np.float32)
-
-    def zero_branch(path, layer, output):
-        if path == "branch_conv":
-            return keras.layers.Rescaling(0.0, name="zero_branch")(output)
-        return output
-
-    rebuilt = rebuild_model(model, after=zero_branch, outputs=["add", "branch_conv"])
-    out = rebuilt(x)
-    # The residual Add now sees a zero branch: add == inputs.
-    np.testing.assert_allclose(out["add"], x, atol=1e-6)
-    np.testing.assert_allclose(out["branch_conv"], 0.0)
-    # Weights are shared, and the original model is unchanged.
-    assert {id(w) for w in rebuilt.weights} == {id(w) for w in model.weights}
-    identity = rebuild_model(model)
-    np.testing.assert_allclose(identity(x), model(x), atol=1e-6)
-    with pytest.raises(ValueError, match="No layer 'nope'"):
-        rebuild_model(model, outputs=["nope"])
-
-
-def test_rebuild_model_replace_hook_inside_nested_model(x8):
-    from keras_advguard.detector_model import rebuild_model
-
-    model, backbone = _nested()
-
-    def double_conv2(path, layer, args, kwargs):
-        if path == "backbone/b_conv2":
-            return keras.layers.Rescaling(2.0, name="twice")(layer(*args, **kwargs))
-        return None
-
-    rebuilt = rebuild_model(model, replace=double_conv2, outputs=["backbone/b_conv2"])
-    inner = np.asarray(keras.Model(backbone.inputs, backbone.get_layer("b_conv2").output)(x8))
-    np.testing.assert_allclose(rebuilt(x8)["backbone/b_conv2"], 2 * inner, atol=1e-6)
+        DetectorModel(model, layers="conv7")
 
 
 # ----------------------------------------------------------------------
@@ -546,3 +462,14 @@ def test_collect_progress_bar_and_bad_labels(x8, capsys):
         detector.collect(fractional)
     with pytest.raises(ValueError, match="batch_size"):
         detector.collect(x8, batch_size=0)
+
+
+def test_old_as_logits_fn_path_warns_and_gives_the_same_function():
+    import keras_advguard
+    from keras_advguard import detector_model
+
+    with pytest.warns(DeprecationWarning, match="keras_advguard.as_logits_fn"):
+        old = detector_model.as_logits_fn
+    assert old is keras_advguard.as_logits_fn
+    with pytest.raises(AttributeError, match="no_such_name"):
+        detector_model.no_such_name  # noqa: B018

@@ -1,12 +1,15 @@
-"""Outputs under `tf.distribute.MirroredStrategy` (two logical CPUs) equal the single-device run.
+"""Outputs under `tf.distribute` strategies equal the single-device run.
 
-The logical devices must be configured before TensorFlow initialises its
-devices, so the comparison runs in a fresh process (`_distribute_worker.py`)
-that prints `{check: max |difference|}` as JSON.
+`MirroredStrategy` over two logical CPUs, and `MultiWorkerMirroredStrategy`
+over two worker processes on localhost. The logical devices (and the
+workers' strategy) must be configured before TensorFlow initialises its
+devices, so each comparison runs in fresh processes (`_distribute_worker.py`)
+that print `{check: max |difference|}` as JSON.
 """
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # `predict` instead when there are several replicas; these tests catch a relapse.
 
 
-def _run(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **extra)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _run(*args):
+    env = _env()
     done = subprocess.run(
         [sys.executable, str(WORKER), *args],
         capture_output=True,
@@ -57,26 +65,24 @@ CORE = [
     "collect/activations/fc",
     "activations/fc",
     "MaxSoftmaxDetector.score",
+    # one of each kind: detectors fitted and scored from inputs, the attack loop
+    "KNNDetector.fit+score",
+    "ClassMedoids.fit_from_model",
+    "MedoidLSTMDetector.medoids",
+    "MedoidLSTMDetector.score",
+    "MedoidLSTMDetector.fit/weights",
+    "MedoidLSTMDetector.fit+score",
+    "attacks.pgd",
 ]
 
 
-def test_activation_pass_under_mirrored_strategy():
+def test_fit_score_and_attack_under_mirrored_strategy():
     _check(_run(), CORE)
 
 
 @pytest.mark.slow
-def test_detectors_and_attack_under_mirrored_strategy():
-    _check(
-        _run("--full"),
-        CORE
-        + [
-            "KNNDetector.score",
-            "FeatureSqueezingDetector.score",
-            "MedoidLSTMDetector.score",
-            "MedoidLSTMDetector.medoids",
-            "attacks.fgsm",
-        ],
-    )
+def test_other_detectors_and_attacks_under_mirrored_strategy():
+    _check(_run("--full"), CORE + ["FeatureSqueezingDetector.score", "attacks.fgsm"])
 
 
 def test_the_check_can_fail():
@@ -84,3 +90,46 @@ def test_the_check_can_fail():
         _check({"collect/logits": 0.5}, ["collect/logits"])
     with pytest.raises(AssertionError):
         _check({"collect/logits": 0.0}, ["collect/logits", "collect/prediction"])
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_activations_under_multi_worker_mirrored_strategy():
+    """Two worker processes on localhost (TF_CONFIG, gRPC), one CPU each.
+
+    Each worker computes `DetectorModel.activations` / `collect` once on its
+    default strategy and once under the `MultiWorkerMirroredStrategy`, and
+    reports the difference; both must see the whole result.
+    """
+    workers = [f"localhost:{_free_port()}" for _ in range(2)]
+    procs = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), "--multi-worker"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_env(TF_CONFIG=json.dumps(config)),
+                cwd=ROOT,
+            )
+        )
+    try:
+        done = [proc.communicate(timeout=900) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (stdout, stderr) in zip(procs, done, strict=True):
+        assert proc.returncode == 0, stderr[-3000:]
+        report = json.loads(stdout.strip().splitlines()[-1])
+        assert report["replicas"] == 2, report
+        if "error" in report:
+            pytest.fail(report["error"])
+        _check(report, ["activations/conv1", "activations/fc", "collect/logits"])

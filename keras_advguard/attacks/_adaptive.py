@@ -87,7 +87,7 @@ def step_logits(model):
     """
     import tensorflow as tf
 
-    from keras_advguard.detector_model import as_logits_fn
+    from keras_advguard.attacks._common import as_logits_fn
 
     fn = tf.autograph.experimental.do_not_convert(as_logits_fn(model))
     return lambda x: tf.cast(fn(x), tf.float32)

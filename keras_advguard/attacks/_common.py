@@ -212,6 +212,61 @@ def check_common(batch_size, verbose, targeted=False, seed=None):
         _validation.check_number("seed", seed, min_value=0, integer=True)
 
 
+def as_logits_fn(model):
+    """A callable `x -> float32 logits` for attacks.
+
+    Every attack turns its `model` argument into logits through this
+    function (`run_attack` via `logits_callable`). A `DetectorModel` (or a
+    wrapper exposing its classifier as `base_model`) is attacked on the
+    classifier it wraps, keeping its `logits_layer`.
+
+    Args:
+        model: a Keras model (Functional or Sequential; pre-softmax logits are
+            taken when it ends in softmax), a `DetectorModel`, or a callable
+            already returning logits.
+
+    Returns:
+        A callable mapping a batch to a float32 logits tensor.
+
+    Raises:
+        ValueError: for a Keras model whose logits cannot be reached (a
+            subclassed, unbuilt, multi-input or multi-output model).
+        TypeError: for an object that is neither a Keras model nor callable.
+
+    Example:
+
+        >>> import keras, numpy as np
+        >>> from keras_advguard import as_logits_fn
+        >>> classifier = keras.Sequential([
+        ...     keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        >>> logits = as_logits_fn(classifier)(np.ones((2, 4), "float32"))
+        >>> tuple(logits.shape), logits.dtype.name
+        ((2, 3), 'float32')
+    """
+    import keras
+    import tensorflow as tf
+
+    from keras_advguard._fingerprint import unwrap_model
+    from keras_advguard.detector_model import DetectorModel
+
+    if isinstance(model, keras.Model):
+        logits_layer = getattr(model, "logits_layer", None)
+        logits_model = DetectorModel(unwrap_model(model), logits_layer=logits_layer)
+    elif callable(model):
+        return model
+    else:
+        raise TypeError(
+            "Argument `model` must be a keras.Model, a DetectorModel or a callable "
+            f"returning logits. Received: model of type {type(model).__name__}"
+        )
+
+    def logits_fn(x):
+        return tf.cast(logits_model(x)["logits"], tf.float32)
+
+    logits_fn.detector_model = logits_model
+    return logits_fn
+
+
 def logits_callable(model):
     """`as_logits_fn(model)` with a float32 output.
 
@@ -222,8 +277,6 @@ def logits_callable(model):
     """
     import keras
     import tensorflow as tf
-
-    from keras_advguard.detector_model import as_logits_fn
 
     # Keras models need no AutoGraph conversion, and converting the callable
     # re-reads its source file (fragile: it fails when the file changed).

@@ -89,11 +89,11 @@ def feature_matching(
     import keras
 
     from keras_advguard import _validation
+    from keras_advguard._fingerprint import unwrap_model
     from keras_advguard.attacks.pgd_with_loss import pgd_with_loss
     from keras_advguard.detector_model import DetectorModel
 
-    if isinstance(model, DetectorModel):
-        model = model.base_model
+    model = unwrap_model(model)
     if not isinstance(model, keras.Model):
         raise TypeError(
             "Argument `model` must be a keras.Model or a DetectorModel (feature "

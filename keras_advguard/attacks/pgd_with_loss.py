@@ -100,7 +100,7 @@ def pgd_with_loss(
     from cleverhans.tf2.utils import clip_eta, optimize_linear
 
     from keras_advguard import _validation
-    from keras_advguard.detector_model import DetectorModel
+    from keras_advguard.detector_model import as_detector_model
 
     eps = _common.check_eps(eps)
     eps_iter = _common.check_step(eps, eps_iter, nb_iter)
@@ -111,8 +111,8 @@ def pgd_with_loss(
             "Argument `loss_fn` must be a callable `(outputs, y) -> loss`. "
             f"Received: loss_fn of type {type(loss_fn).__name__}"
         )
-    if isinstance(model, keras.Model) and not isinstance(model, DetectorModel):
-        forward = DetectorModel(model)
+    if isinstance(model, keras.Model):
+        forward = as_detector_model(model)
     elif callable(model):
         forward = model
     else:

@@ -6,6 +6,7 @@ Every detector implements the `Detector` contract (`_base.py`): `score`,
 """
 
 from keras_advguard.detectors._base import Detector, load_detector
+from keras_advguard.detectors.class_conditional_input_detector import ClassConditionalInputDetector
 from keras_advguard.detectors.class_medoids import ClassMedoids
 from keras_advguard.detectors.entropy_detector import EntropyDetector
 from keras_advguard.detectors.feature_response import feature_response
@@ -21,6 +22,7 @@ from keras_advguard.detectors.max_softmax_detector import MaxSoftmaxDetector
 from keras_advguard.detectors.medoid_lstm_detector import MedoidLSTMDetector
 
 __all__ = [
+    "ClassConditionalInputDetector",
     "ClassMedoids",
     "Detector",
     "EntropyDetector",

@@ -473,6 +473,46 @@ class Detector:
         """The score of a batch tensor, differentiable w.r.t. `x`: float32 `(B,)`."""
         raise NotImplementedError(f"{type(self).__name__} does not implement `score_tensor`.")
 
+    # --- optional: scoring from a shared activation pass ----------------
+    #
+    # An evaluation scores several detectors on the same inputs. A detector
+    # whose score is a function of the classifier's forward pass (activations
+    # of some layers, logits, prediction) says which taps it needs; the
+    # caller runs ONE pass for all such detectors (`DetectorModel.collect`
+    # of the union of their taps) and hands each its part.
+
+    def tap_request(self):
+        """The taps this detector's score is computed from, or `None`.
+
+        Returns:
+            `None` when the score needs more than one forward pass of the
+            classifier (squeezed copies, gradients, the raw input), else a
+            dict `{"layers": [tap paths], "pooling": pooling}` of
+            `DetectorModel` arguments (`"layers": []` for logits and
+            prediction only).
+        """
+        return None
+
+    def features_from_taps(self, collected):
+        """Per-input features from one batch of a shared pass.
+
+        Args:
+            collected: `DetectorModel.collect`'s dict for a batch of `B`
+                inputs, its `"activations"` holding (at least) the taps of
+                `tap_request()`, pooled as asked.
+
+        Returns:
+            A numpy array `(B, ...)`: what `score_features` (and, for
+            trained detectors, `fit_features`) take.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} scores from its own pass (`tap_request()` is None)."
+        )
+
+    def score_features(self, features):
+        """Scores `(N,)` from `features_from_taps` outputs (by default they are the scores)."""
+        return np.asarray(features, dtype=np.float64).reshape(-1)
+
     def _guarded_model(self):
         """The classifier this detector guards (`None` if it has none)."""
         return getattr(self, "model", None)

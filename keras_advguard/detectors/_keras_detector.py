@@ -78,7 +78,29 @@ def checked_dataset(dataset):
     return dataset.map(check)
 
 
-class KerasDetector(_base.Detector):
+class PerSampleLoss:
+    """Mixin for `keras.Model`s whose output is one score per input, shape `(B,)`.
+
+    Keras's losses read the last axis as the class axis: on `(B,)` scores,
+    `binary_crossentropy` already averages the batch into a scalar, and Keras
+    scales a loss for `tf.distribute` only when it reduces per-sample values
+    itself. Under a `MirroredStrategy` every replica then returns its full
+    mean, the replicas' gradients are summed, and training takes steps
+    `num_replicas` times too long. `compute_loss` gives the loss `(B, 1)`
+    tensors instead: the same value on one device, the right one on several.
+    """
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if y_pred is not None and y is not None and len(getattr(y_pred, "shape", ())) == 1:
+            if len(getattr(y, "shape", ())) == 1:
+                y_pred = keras.ops.expand_dims(y_pred, -1)
+                y = keras.ops.expand_dims(y, -1)
+        return super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+
+
+class KerasDetector(PerSampleLoss, _base.Detector):
     """Mixin for detectors that are `keras.Model`s (put it first in the bases).
 
     Subclasses provide `score`, `score_tensor`, `_fingerprint_of_fit()` (the
@@ -168,6 +190,14 @@ class KerasDetector(_base.Detector):
         if isinstance(metrics, str) and metrics == "default":
             metrics = [keras.metrics.AUC(name="auc")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    @classmethod
+    def from_config(cls, config):
+        """The detector from `get_config()` (a serialized `dtype` policy restored)."""
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
+        return cls(**config)
 
     def compile_from_config(self, config):
         # `compile` only fills in defaults, so the saved compile config (the

@@ -138,7 +138,7 @@ class ClassMedoids:
             _validation.check_same_length(
                 first_name, first, f"activations_by_layer[{key!r}]", value
             )
-        labels = _as_class_ids("labels", labels)
+        labels = _validation.as_class_ids("labels", labels)
         _validation.check_same_length(first_name, first, "labels", labels)
         n = len(labels)
         num_classes = self.num_classes
@@ -152,7 +152,7 @@ class ClassMedoids:
                     "`only_correct=True` needs the classifier's `predictions` "
                     "(class ids or scores, one per sample). Received: predictions=None"
                 )
-            predictions = _as_class_ids("predictions", predictions)
+            predictions = _validation.as_class_ids("predictions", predictions)
             _validation.check_same_length("labels", labels, "predictions", predictions)
             keep = predictions == labels
 
@@ -239,22 +239,9 @@ class ClassMedoids:
                 "Build it with `DetectorModel(model, layers=...)`. "
                 f"Received: tap_names={names}"
             )
+        _batching.check_label_source(x, y)
         is_dataset = _batching.is_tf_dataset(x)
-        if is_dataset:
-            if y is not None:
-                raise ValueError(
-                    "For a tf.data.Dataset the labels come from the dataset's "
-                    "(x, y) pairs; `y` must be None. Received: y of type "
-                    f"{type(y).__name__}"
-                )
-            if not _batching.has_labels(x):
-                raise ValueError(
-                    "The dataset must yield (x, y) pairs with the labels. "
-                    f"Received a dataset with element_spec={x.element_spec}"
-                )
-        else:
-            if y is None:
-                raise ValueError("Labels `y` are required for array inputs. Received: y=None")
+        if not is_dataset:
             y = np.asarray(y)
             _validation.check_same_length("x", x, "y", y)
 
@@ -315,15 +302,6 @@ def _as_layer_dict(activations_by_layer):
             value = value.astype(np.float64)
         layers[key] = value
     return layers
-
-
-def _as_class_ids(name, values):
-    values = np.asarray(values)
-    if values.ndim == 2:
-        _validation.check_array(name, values, ndim=2, dtype_kind="fiub")
-        return np.argmax(values, axis=1)
-    values = _validation.check_array(name, values, ndim=1, dtype_kind="iu")
-    return values.astype(np.int64)
 
 
 def _check_range(name, values, num_classes):

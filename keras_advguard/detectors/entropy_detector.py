@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from keras_advguard import _fingerprint, _validation
+from keras_advguard import _fingerprint, _memo, _validation
 from keras_advguard.detectors._base import (
     Detector,
     check_calibrated,
@@ -180,13 +180,11 @@ class EntropyDetector(Detector):
         """The guided model, built once per (model, layer)."""
         from keras_advguard.detectors.feature_response import _GuidedBackprop
 
-        key = (id(self.model), self.layer if isinstance(self.layer, str) else id(self.layer))
-        cached = getattr(self, "_guided_cache", None)
-        if cached is None or cached[0] != key:
+        def build():
             self._check_params()
-            cached = (key, _GuidedBackprop(self.model, self.layer), {})
-            self._guided_cache = cached
-        return cached[1]
+            return _GuidedBackprop(self.model, self.layer)
+
+        return _memo.memo(self, "guided", build, (self.model, self.layer))
 
     def _compiled_score(self):
         import tensorflow as tf
@@ -194,15 +192,17 @@ class EntropyDetector(Detector):
         from keras_advguard.detectors.local_spatial_entropy import entropy_score
 
         guided = self._guided()
-        functions = self._guided_cache[2]
-        key = (self.patch, self.levels)
-        if key not in functions:
+        patch, levels = self.patch, self.levels
 
-            def score(x):
-                return entropy_score(guided(x), self.patch, self.levels)
+        def score(x):
+            return entropy_score(guided(x), patch, levels)
 
-            functions[key] = tf.function(score, reduce_retracing=True)
-        return functions[key]
+        return _memo.memo(
+            self,
+            "score_fn",
+            lambda: tf.function(score, reduce_retracing=True),
+            (guided, patch, levels),
+        )
 
     def _batches(self, x, batch_size=None, verbose=None):
         guided = self._guided()

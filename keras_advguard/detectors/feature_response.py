@@ -22,7 +22,7 @@ replaced in the traced copy only:
 import keras
 import numpy as np
 
-from keras_advguard import _batching, _graph, _progress, _selectors, _validation
+from keras_advguard import _batching, _graph, _memo, _progress, _selectors, _validation
 
 _BATCH_NORM = (keras.layers.BatchNormalization,)
 
@@ -185,7 +185,6 @@ class _GuidedBackprop:
             outputs=[self.layer_path],
             name=f"{model.name}_guided",
         )
-        self._compiled = None
 
     def __call__(self, x):
         """Feature responses of a batch tensor `x` (same shape, float32)."""
@@ -210,9 +209,9 @@ class _GuidedBackprop:
         """`__call__` compiled with `tf.function` (built once)."""
         import tensorflow as tf
 
-        if self._compiled is None:
-            self._compiled = tf.function(self.__call__, reduce_retracing=True)
-        return self._compiled
+        return _memo.memo(
+            self, "compiled", lambda: tf.function(self.__call__, reduce_retracing=True)
+        )
 
     def responses(self, x, batch_size=128, verbose=0):
         """Feature responses of `x` as one numpy array, batch by batch."""

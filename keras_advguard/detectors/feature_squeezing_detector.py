@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from keras_advguard import _activations, _validation
+from keras_advguard import _activations, _fingerprint, _memo, _validation
 from keras_advguard.detectors._base import (
     Detector,
     fpr_from_fit_arguments,
@@ -125,8 +125,7 @@ class FeatureSqueezingDetector(Detector):
         from keras_advguard.detector_model import DetectorModel
         from keras_advguard.layers import _stateless
 
-        if isinstance(model, DetectorModel):
-            model = model.base_model
+        model = _fingerprint.unwrap_model(model)
         _validation.check_type("model", model, keras.Model, "a keras.Model")
         if isinstance(squeezers, keras.layers.Layer):
             squeezers = [squeezers]
@@ -162,7 +161,6 @@ class FeatureSqueezingDetector(Detector):
                 )
         else:
             self._taps = DetectorModel(model)
-        self._batch_fn = None
 
     @property
     def tap_names(self):
@@ -257,15 +255,12 @@ class FeatureSqueezingDetector(Detector):
                 non-finite inputs.
             TypeError: `x` not numeric.
         """
-        import tensorflow as tf
-
         input_shape = tuple(self.model.inputs[0].shape)
-        if self._batch_fn is None:
-            # One trace for every batch size (the last batch is smaller).
-            spec = tf.TensorSpec((None,) + input_shape[1:], "float32")
-            self._batch_fn = tf.function(self.squeezer_scores_tensor, input_signature=[spec])
+        batch_fn = _memo.batch_function(
+            self, "scores_fn", self.squeezer_scores_tensor, input_shape, (self.model,)
+        )
         parts = [
-            self._batch_fn(xb).numpy()
+            batch_fn(xb).numpy()
             for xb in iterate_inputs(x, input_shape, batch_size=batch_size, verbose=verbose)
         ]
         if not parts:

@@ -10,6 +10,90 @@ from keras_advguard.detectors import _keras_detector
 _FIT_DEFAULTS = {"epochs": 10, "batch_size": 64}
 
 
+def image_classifier_input(model, owner):
+    """`(classifier or None, input shape (H, W, C), weights fingerprint or None)` of `model`.
+
+    `model` is the guarded classifier (a built `keras.Model` with one image
+    input) or an input shape `(H, W, C)`; `owner` names the detector class
+    in error messages.
+    """
+    classifier, fingerprint = None, None
+    if isinstance(model, keras.Model):
+        classifier = model
+        try:
+            input_shape = tuple(model.inputs[0].shape[1:])
+        except (AttributeError, IndexError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"Argument `model` must be a built classifier with one input. "
+                f"Received: model={model.name!r} without a defined input"
+            ) from e
+        fingerprint = _keras_detector.fingerprint(model)
+    elif isinstance(model, (tuple, list)):
+        input_shape = tuple(model)
+    else:
+        raise TypeError(
+            "Argument `model` must be the classifier (a keras.Model) or an input "
+            f"shape (H, W, C). Received: model of type {type(model).__name__}"
+        )
+    if len(input_shape) != 3 or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in input_shape
+    ):
+        raise ValueError(
+            f"{owner} needs images: an input shape (H, W, C) of positive "
+            f"integers. Received: input shape {input_shape}"
+        )
+    return classifier, input_shape, fingerprint
+
+
+def check_cnn_arguments(filters, kernel_size, dense_units):
+    """Check the small CNN's arguments; return `filters` as a tuple."""
+    if isinstance(filters, (int, np.integer)):
+        filters = (filters,)
+    _validation.check_type("filters", filters, (tuple, list), "a tuple of integers")
+    if not filters:
+        raise ValueError("Argument `filters` must name at least one block. Received: ()")
+    for i, f in enumerate(filters):
+        _validation.check_positive_int(f"filters[{i}]", f)
+    _validation.check_positive_int("kernel_size", kernel_size)
+    _validation.check_positive_int("dense_units", dense_units)
+    return tuple(filters)
+
+
+def cnn_layers(filters, kernel_size, dense_units):
+    """`(blocks, flatten, hidden)`: conv + max-pool blocks, then a ReLU dense layer."""
+    blocks = []
+    for i, f in enumerate(filters):
+        conv = keras.layers.Conv2D(
+            f, kernel_size, padding="same", activation="relu", name=f"conv{i + 1}"
+        )
+        blocks.append(conv)
+        blocks.append(keras.layers.MaxPooling2D(2, padding="same", name=f"pool{i + 1}"))
+    flatten = keras.layers.Flatten(name="flatten")
+    hidden = keras.layers.Dense(dense_units, activation="relu", name="hidden")
+    return blocks, flatten, hidden
+
+
+def build_cnn(detector, input_shape):
+    """Build `detector.blocks`, `.flatten`, `.hidden` and `.head` for `input_shape`."""
+    shape = tuple(input_shape)
+    for layer in detector.blocks:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    detector.flatten.build(shape)
+    shape = detector.flatten.compute_output_shape(shape)
+    detector.hidden.build(shape)
+    detector.head.build((None, detector.dense_units))
+    detector.built = True
+
+
+def cnn_features(detector, inputs, training=None):
+    """The hidden features of a batch: the blocks, flatten and the dense layer."""
+    x = inputs
+    for layer in detector.blocks:
+        x = layer(x, training=training)
+    return detector.hidden(detector.flatten(x), training=training)
+
+
 @keras.saving.register_keras_serializable(package="keras_advguard")
 class InputCNNDetector(_keras_detector.KerasDetector, keras.Model):
     """A small CNN trained to tell adversarial inputs from clean ones.
@@ -85,41 +169,9 @@ class InputCNNDetector(_keras_detector.KerasDetector, keras.Model):
         **kwargs,
     ):
         # === Checks ===
-        classifier = None
-        if isinstance(model, keras.Model):
-            classifier = model
-            try:
-                input_shape = tuple(model.inputs[0].shape[1:])
-            except (AttributeError, IndexError, TypeError, ValueError) as e:
-                raise ValueError(
-                    f"Argument `model` must be a built classifier with one input. "
-                    f"Received: model={model.name!r} without a defined input"
-                ) from e
-            weights_sha256 = _keras_detector.fingerprint(model)
-        elif isinstance(model, (tuple, list)):
-            input_shape = tuple(model)
-        else:
-            raise TypeError(
-                "Argument `model` must be the classifier (a keras.Model) or an input "
-                f"shape (H, W, C). Received: model of type {type(model).__name__}"
-            )
-        if len(input_shape) != 3 or not all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1
-            for d in input_shape
-        ):
-            raise ValueError(
-                "InputCNNDetector needs images: an input shape (H, W, C) of positive "
-                f"integers. Received: input shape {input_shape}"
-            )
-        if isinstance(filters, (int, np.integer)):
-            filters = (filters,)
-        _validation.check_type("filters", filters, (tuple, list), "a tuple of integers")
-        if not filters:
-            raise ValueError("Argument `filters` must name at least one block. Received: ()")
-        for i, f in enumerate(filters):
-            _validation.check_positive_int(f"filters[{i}]", f)
-        _validation.check_positive_int("kernel_size", kernel_size)
-        _validation.check_positive_int("dense_units", dense_units)
+        classifier, input_shape, fingerprint = image_classifier_input(model, type(self).__name__)
+        weights_sha256 = fingerprint or weights_sha256
+        filters = check_cnn_arguments(filters, kernel_size, dense_units)
         if weights_sha256 is not None:
             _validation.check_type("weights_sha256", weights_sha256, str)
         super().__init__(**kwargs)
@@ -131,38 +183,19 @@ class InputCNNDetector(_keras_detector.KerasDetector, keras.Model):
         self.dense_units = int(dense_units)
         self.weights_sha256 = weights_sha256
         object.__setattr__(self, "_classifier", classifier)  # not a sublayer
-        self.blocks = []
-        for i, f in enumerate(self.filters):
-            self.blocks.append(
-                keras.layers.Conv2D(
-                    f, self.kernel_size, padding="same", activation="relu", name=f"conv{i + 1}"
-                )
-            )
-            self.blocks.append(keras.layers.MaxPooling2D(2, padding="same", name=f"pool{i + 1}"))
-        self.flatten = keras.layers.Flatten(name="flatten")
-        self.hidden = keras.layers.Dense(self.dense_units, activation="relu", name="hidden")
+        self.blocks, self.flatten, self.hidden = cnn_layers(
+            self.filters, self.kernel_size, self.dense_units
+        )
         self.head = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="score")
 
         # === Build now (all shapes are known) ===
         self.build((None,) + self.input_shape_)
 
     def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.blocks:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.flatten.build(shape)
-        shape = self.flatten.compute_output_shape(shape)
-        self.hidden.build(shape)
-        self.head.build((None, self.dense_units))
-        self.built = True
+        build_cnn(self, input_shape)
 
     def call(self, inputs, training=None):
-        x = inputs
-        for layer in self.blocks:
-            x = layer(x, training=training)
-        x = self.hidden(self.flatten(x), training=training)
-        return ops.squeeze(self.head(x), axis=-1)
+        return ops.squeeze(self.head(cnn_features(self, inputs, training)), axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],)
@@ -265,13 +298,6 @@ class InputCNNDetector(_keras_detector.KerasDetector, keras.Model):
             "dense_units": self.dense_units,
             "weights_sha256": self.weights_sha256,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
-        return cls(**config)
 
     def get_build_config(self):
         return None

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from keras_advguard import _validation, metrics
+from keras_advguard import _fingerprint, _memo, _validation, metrics
 from keras_advguard.detectors._base import (
     Detector,
     check_calibrated,
@@ -143,21 +143,21 @@ class KNNDetector(Detector):
         return _validation.check_positive_int("batch_size", batch_size)
 
     def _taps(self):
-        import keras
-
-        from keras_advguard.detector_model import DetectorModel
-
         if self.model is None:
             raise ValueError(
                 "This KNNDetector has no model, so it cannot compute activations "
                 "from inputs. Pass `model=` and `layer=`, or use the "
                 "`*_activations` methods. Received: model=None"
             )
-        cached = getattr(self, "_detector_model", None)
-        key = (id(self.model), repr(self.layer), self.pooling)
-        if cached is not None and self._detector_key == key:
-            return cached
-        model = self.model.base_model if isinstance(self.model, DetectorModel) else self.model
+        depends_on = (self.model, repr(self.layer), self.pooling)
+        return _memo.memo(self, "taps", self._build_taps, depends_on)
+
+    def _build_taps(self):
+        import keras
+
+        from keras_advguard.detector_model import DetectorModel
+
+        model = _fingerprint.unwrap_model(self.model)
         _validation.check_type("model", model, keras.Model, "a keras.Model or a DetectorModel")
         if self.layer is None:
             raise ValueError("Argument `layer` is required with a model. Received: layer=None")
@@ -167,8 +167,6 @@ class KNNDetector(Detector):
                 "Argument `layer` must select exactly one layer. "
                 f"Received: layer={self.layer!r}, which selects {taps.tap_names}"
             )
-        self._detector_model, self._detector_key = taps, key
-        self._tensor_cache = None
         return taps
 
     @property
@@ -238,18 +236,9 @@ class KNNDetector(Detector):
         """
         from keras_advguard import _batching
 
-        if _batching.is_tf_dataset(x) and y is not None:
-            raise ValueError(
-                "For a tf.data.Dataset the labels come from its (x, y) pairs; `y` "
-                f"must be None. Received: y of type {type(y).__name__}"
-            )
+        _batching.check_label_source(x, y)
         activations, _, labels = self._forward(x, batch_size, verbose)
         if y is None:
-            if labels is None:
-                raise ValueError(
-                    "Training labels are required: pass `y`, or a dataset of (x, y) "
-                    "pairs. Received: y=None"
-                )
             y = labels
         self.fit_activations(activations, y)
         if validation_data is not None:
@@ -287,13 +276,13 @@ class KNNDetector(Detector):
 
         self._check_params()
         activations = _as_activations("activations", activations)
-        labels = _as_class_ids("labels", labels)
+        labels = _validation.as_class_ids("labels", labels)
         _validation.check_same_length("activations", activations, "labels", labels)
         self.train_activations_ = activations
         self.train_labels_ = labels
         self.n_neighbors_ = int(min(self.n_neighbors, len(labels)))
         self.nn_ = NearestNeighbors(algorithm=self.algorithm, n_jobs=self.n_jobs).fit(activations)
-        self._tensor_cache = None
+        _memo.forget(self, "train_tensors")  # free the previous fit's tensors now
         self.__dict__.pop("validation_auc_", None)
         self._clear_threshold()
         return self
@@ -353,21 +342,12 @@ class KNNDetector(Detector):
         _validation.check_is_fitted(self, "nn_")
         _validation.check_number("temperature", temperature, min_value=0.0, min_inclusive=False)
         taps = self._taps()
-        cache = getattr(self, "_tensor_cache", None)
-        if cache is None:
-            import tensorflow as tf
-
-            # Created outside any `tf.function` being traced (init_scope), so
-            # the cached tensors stay valid for later calls in other graphs.
-            with tf.init_scope():
-                train = ops.convert_to_tensor(self.train_activations_, "float32")
-                cache = (
-                    train,
-                    ops.sum(ops.square(train), axis=1),
-                    ops.convert_to_tensor(self.train_labels_, "int32"),
-                )
-            self._tensor_cache = cache
-        train, train_sq, train_labels = cache
+        train, train_sq, train_labels = _memo.memo(
+            self,
+            "train_tensors",
+            self._train_tensors,
+            (self.train_activations_, self.train_labels_),
+        )
         out = taps(ops.cast(x, "float32"), training=False)
         a = ops.cast(out["activations"][taps.tap_names[0]], "float32")
         a = ops.reshape(a, (ops.shape(a)[0], -1))
@@ -383,6 +363,35 @@ class KNNDetector(Detector):
         labels_k = ops.take(train_labels, idx)
         p_k = ops.take_along_axis(p, labels_k, axis=1)
         return 1.0 - ops.sum(w * p_k, axis=1)
+
+    def _train_tensors(self):
+        """The training set as constant tensors (for `score_tensor`), built once per fit."""
+        import tensorflow as tf
+        from keras import ops
+
+        # Created outside any `tf.function` being traced (init_scope), so the
+        # cached tensors stay valid for later calls in other graphs.
+        with tf.init_scope():
+            train = ops.convert_to_tensor(self.train_activations_, "float32")
+            return (
+                train,
+                ops.sum(ops.square(train), axis=1),
+                ops.convert_to_tensor(self.train_labels_, "int32"),
+            )
+
+    def tap_request(self):
+        """The one tapped layer and its pooling (for a shared activation pass)."""
+        if self.model is None:
+            return None
+        return {"layers": [self.layer_path_], "pooling": self.pooling}
+
+    def features_from_taps(self, collected):
+        """The scores of one batch of a shared pass (`tap_request`)."""
+        acts = np.asarray(collected["activations"][self.layer_path_], dtype=np.float32)
+        if len(acts) == 0:
+            return np.zeros((0,), np.float64)
+        acts = acts.reshape(len(acts), -1)
+        return self.score_activations(acts, collected["predicted_class"])
 
     def score_activations(self, activations, predicted_classes, n_neighbors=None):
         """`score` from the layer's activations and the predicted classes.
@@ -419,7 +428,7 @@ class KNNDetector(Detector):
                 f"Argument `activations` must have {self.train_activations_.shape[1]} "
                 f"features like the training activations. Received: shape={activations.shape}"
             )
-        predicted = _as_class_ids("predicted_classes", predicted_classes)
+        predicted = _validation.as_class_ids("predicted_classes", predicted_classes)
         _validation.check_same_length("activations", activations, "predicted_classes", predicted)
         ks = _check_k_candidates(k_candidates, len(self.train_labels_))
         distances, indices = self.nn_.kneighbors(activations, n_neighbors=max(ks))
@@ -629,15 +638,6 @@ def _as_activations(name, value):
     array = _validation.check_array(name, value, min_ndim=2, dtype_kind="fiu")
     array = array.reshape(len(array), -1).astype(np.float32, copy=False)
     return _validation.check_finite(name, array)
-
-
-def _as_class_ids(name, values):
-    values = np.asarray(values)
-    if values.ndim == 2:
-        _validation.check_array(name, values, ndim=2, dtype_kind="fiub")
-        return np.argmax(values, axis=1).astype(np.int64)
-    values = _validation.check_array(name, values, ndim=1, dtype_kind="iu")
-    return values.astype(np.int64)
 
 
 def _as_binary(name, values):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_advguard import _validation
+from keras_advguard import _fingerprint, _memo, _validation
 from keras_advguard.detectors._base import Detector, iterate_inputs
 
 
@@ -54,21 +54,14 @@ class MaxSoftmaxDetector(Detector):
     def __init__(self, model):
         import keras
 
-        from keras_advguard.detector_model import DetectorModel
-
-        if isinstance(model, DetectorModel):
-            model = model.base_model
+        model = _fingerprint.unwrap_model(model)
         _validation.check_type("model", model, keras.Model, "a keras.Model")
         self.model = model
-        self._logits_fn = None
-        self._batch_fn = None
 
     def _logits(self):
-        from keras_advguard.detector_model import as_logits_fn
+        from keras_advguard.attacks._common import as_logits_fn
 
-        if self._logits_fn is None:
-            self._logits_fn = as_logits_fn(self.model)
-        return self._logits_fn
+        return _memo.memo(self, "logits", lambda: as_logits_fn(self.model), (self.model,))
 
     def score_tensor(self, x):
         """`score` of a batch tensor `(B, ...)`, differentiable: float32 `(B,)`."""
@@ -93,17 +86,29 @@ class MaxSoftmaxDetector(Detector):
             ValueError: inputs of another shape than the model's, or
                 non-finite inputs.
         """
-        import tensorflow as tf
-
         input_shape = self.model.inputs[0].shape
-        if self._batch_fn is None:
-            spec = tf.TensorSpec((None,) + tuple(input_shape[1:]), "float32")
-            self._batch_fn = tf.function(self.score_tensor, input_signature=[spec])
+        batch_fn = _memo.batch_function(
+            self, "score_fn", self.score_tensor, input_shape, (self.model,)
+        )
         parts = [
-            np.asarray(self._batch_fn(xb), dtype=np.float64)
+            np.asarray(batch_fn(xb), dtype=np.float64)
             for xb in iterate_inputs(x, input_shape, batch_size=batch_size, verbose=verbose)
         ]
         return np.concatenate(parts) if parts else np.zeros((0,), np.float64)
+
+    def tap_request(self):
+        """No layer: the score needs the logits only (for a shared activation pass)."""
+        return {"layers": [], "pooling": None}
+
+    def features_from_taps(self, collected):
+        """The scores of one batch of a shared pass: `1 - max softmax(logits)`."""
+        logits = np.asarray(collected["logits"], dtype=np.float64)
+        if len(logits) == 0:
+            return np.zeros((0,), np.float64)
+        logits = logits - logits.max(axis=-1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=-1, keepdims=True)
+        return 1.0 - probabilities.max(axis=-1)
 
     def fit(self, x=None, y=None, *, batch_size=128, verbose=0):
         """Nothing to learn (`needs_fit = False`); returns `self` (the contract's `fit`)."""

@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_advguard import _batching, _validation
-from keras_advguard.detector_model import DetectorModel
+from keras_advguard.detector_model import DetectorModel, as_detector_model
 from keras_advguard.detectors import _keras_detector
 from keras_advguard.detectors.class_medoids import ClassMedoids
 from keras_advguard.layers.medoid_distance import MedoidDistance
@@ -204,10 +204,7 @@ class MedoidLSTMDetector(_keras_detector.KerasDetector, keras.Model):
                 "ClassMedoids fitted on `DetectorModel.activations` or a dict "
                 f"{{tap_name: array}}). Received: {type(arrays).__name__} with keys {keys}"
             )
-        if isinstance(model, DetectorModel):
-            detector_model = model
-        else:
-            detector_model = DetectorModel(model, layers=list(arrays), pooling=pooling)
+        detector_model = as_detector_model(model, layers=list(arrays), pooling=pooling)
         names = list(detector_model.tap_names)
         missing = [name for name in arrays if name not in names]
         if missing or len(names) != len(arrays):
@@ -289,10 +286,7 @@ class MedoidLSTMDetector(_keras_detector.KerasDetector, keras.Model):
                 error of `DetectorModel` and `ClassMedoids.fit`.
         """
         _validation.check_type("standardize", standardize, (bool, np.bool_))
-        if isinstance(model, DetectorModel):
-            detector_model = model
-        else:
-            detector_model = DetectorModel(model, layers=layers, pooling=pooling)
+        detector_model = as_detector_model(model, layers=layers, pooling=pooling)
         if not detector_model.tap_names:
             raise ValueError(
                 f"The detector needs at least one tapped layer. Received: layers={layers!r}"
@@ -380,6 +374,76 @@ class MedoidLSTMDetector(_keras_detector.KerasDetector, keras.Model):
         """The score of a batch as a differentiable float32 tensor `(B,)` (exact)."""
         return ops.cast(self._forward(x, training=False)["score"], "float32")
 
+    def tap_request(self):
+        """The tapped layers and their pooling (for a shared activation pass)."""
+        return {"layers": self.tap_names, "pooling": self.detector_model.pooling}
+
+    def features_from_taps(self, collected):
+        """The distance sequences `F (B, L, C)` of one batch of a shared pass."""
+        activations = _in_tap_order(self.detector_model, collected)
+        return self._features_of(activations, max(1, len(activations[0])))
+
+    def score_features(self, features, batch_size=128):
+        """Scores `(N,)` from distance sequences `F (N, L, C)` (`features`).
+
+        Example:
+
+            >>> import numpy as np
+            >>> from keras_advguard.detectors import MedoidLSTMDetector
+            >>> from keras_advguard.models import load_or_train
+            >>> model, _ = load_or_train("digits_cnn", "digits", epochs=30)
+            >>> x = np.random.default_rng(0).random((20, 8, 8, 1), dtype="float32")
+            >>> y = np.arange(20) % 10
+            >>> detector = MedoidLSTMDetector.from_training_data(model, x, y, lstm_units=4)
+            >>> scores = detector.score_features(detector.features(x))
+            >>> bool(np.allclose(scores, detector.score(x), atol=1e-6))
+            True
+        """
+        features = np.asarray(features, dtype=np.float32)
+        scores = np.empty(len(features))
+        for start in range(0, len(features), batch_size):
+            batch = features[start : start + batch_size]
+            scores[start : start + batch_size] = np.asarray(self._score_of_features(batch))
+        return scores
+
+    def fit_features(self, features, is_adversarial, *, epochs=100, batch_size=100, **kwargs):
+        """Train the LSTM and head on precomputed distance sequences `F (N, L, C)`.
+
+        The same training as `fit(x, is_adversarial)` (same compile setup,
+        epochs and batches), without running the classifier at every epoch:
+        `F` comes from `features(x)` or a shared activation pass. Compiles
+        with `compile()`'s defaults when the detector was never compiled.
+
+        Args:
+            features: float `(N, L, C)`, finite.
+            is_adversarial: `(N,)` labels, 1 adversarial, 0 clean.
+            epochs: Defaults to `100`.
+            batch_size: Defaults to `100`.
+            **kwargs: passed to `keras.Model.fit` (`verbose`, `callbacks`...).
+
+        Returns:
+            The `History`.
+
+        Raises:
+            ValueError: features of another shape than `(N, L, C)`, NaN or
+                infinite values, labels outside `[0, 1]`.
+        """
+        features = _validation.check_array("features", features, ndim=3, dtype_kind="fiu")
+        expected = (self.distance.num_layers, self.distance.num_classes)
+        if features.shape[1:] != expected:
+            raise ValueError(
+                f"Argument `features` must have shape (N, {expected[0]}, {expected[1]}) "
+                f"(layers, classes). Received: features with shape={features.shape}"
+            )
+        features, labels = _keras_detector.check_fit_data(
+            features.astype("float32"), is_adversarial, "features", "is_adversarial"
+        )
+        if not self.compiled:
+            self.compile()
+        sequence = self.sequence_model()
+        sequence.compile(**keras.saving.deserialize_keras_object(self.get_compile_config()))
+        return sequence.fit(features, labels, epochs=epochs, batch_size=batch_size, **kwargs)
+
     def _score_of_features(self, features):
         hidden = self.lstm(features, training=False)
         kernel = ops.cast(self.head.kernel, hidden.dtype)
@@ -399,14 +463,12 @@ class MedoidLSTMDetector(_keras_detector.KerasDetector, keras.Model):
         """This detector (same medoids, LSTM, head, threshold) tapping `model`."""
         if model is self.base_model or model is self.detector_model:
             return self
-        detector_model = model
-        if not isinstance(model, DetectorModel):
-            detector_model = DetectorModel(
-                model,
-                layers=self.tap_names,
-                pooling=self.detector_model.pooling,
-                logits_layer=self.detector_model.logits_layer,
-            )
+        detector_model = as_detector_model(
+            model,
+            layers=self.tap_names,
+            pooling=self.detector_model.pooling,
+            logits_layer=self.detector_model.logits_layer,
+        )
         rebound = type(self)(
             detector_model, self.distance, lstm_units=self.lstm_units, name=self.name
         )
@@ -562,7 +624,7 @@ class MedoidLSTMDetector(_keras_detector.KerasDetector, keras.Model):
         return None
 
 
-class _SequenceModel(keras.Model):
+class _SequenceModel(_keras_detector.PerSampleLoss, keras.Model):
     """`F (B, L, C) -> scores (B,)` through shared LSTM and head layers (not saved)."""
 
     def __init__(self, lstm, head, **kwargs):

@@ -20,11 +20,63 @@ BUDGETS = {
 }
 
 
-def _check_pair(name, value):
+def read_dataset(name, dataset, input_rank, *, limit=None, seed=0, batch_size=256):
+    """The `(x, y)` pairs of a `tf.data.Dataset` as numpy arrays, read once.
+
+    With `limit`, only a uniform random sample of `limit` pairs is kept
+    (reservoir sampling, seeded), so memory stays bounded by the sample
+    whatever the dataset's size; the sample keeps the dataset's order.
+    Batched and unbatched datasets work; one-hot labels become class ids.
+
+    Raises:
+        ValueError: a dataset that does not yield `(images, labels)` pairs,
+            or one that yields nothing.
+    """
+    import numpy as np
+
+    from keras_advguard import _batching
+
+    if not _batching.has_labels(dataset):
+        raise ValueError(
+            f"Argument `{name}` must yield (images, labels) pairs. Received: a dataset "
+            f"with element_spec={dataset.element_spec}"
+        )
+    rng = np.random.default_rng(seed)
+    xs, ys, keys = [], [], []
+    for xb, yb in _batching.iterate_batches(
+        dataset, batch_size, with_labels=True, input_rank=input_rank
+    ):
+        xb, yb = np.asarray(xb), np.asarray(yb)
+        if yb.ndim == 2 and yb.shape[1] > 1:
+            yb = np.argmax(yb, axis=1)
+        _validation.check_finite(f"{name} (images)", xb)
+        if limit is None:
+            xs.append(xb)
+            ys.append(yb)
+            continue
+        # Reservoir sampling with random keys: keep the `limit` smallest keys.
+        keys.append(rng.random(len(xb)))
+        xs.append(xb)
+        ys.append(yb)
+        order = np.argsort(np.concatenate(keys), kind="stable")[:limit]
+        keep = np.sort(order)
+        x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+        k_all = np.concatenate(keys)
+        xs, ys, keys = [x_all[keep]], [y_all[keep]], [k_all[keep]]
+    if not xs:
+        raise ValueError(f"Argument `{name}` must not be empty. Received: a dataset of 0 pairs")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _check_pair(name, value, input_rank=None, limit=None, seed=0):
+    from keras_advguard import _batching
+
+    if _batching.is_tf_dataset(value):
+        value = read_dataset(name, value, input_rank, limit=limit, seed=seed)
     if not isinstance(value, list | tuple) or len(value) != 2:
         raise TypeError(
-            f"Argument `{name}` must be a pair (x, y) of images and labels. "
-            f"Received: {name} of type {type(value).__name__}"
+            f"Argument `{name}` must be a pair (x, y) of images and labels, or a "
+            f"tf.data.Dataset of such pairs. Received: {name} of type {type(value).__name__}"
         )
     x = _validation.check_array(f"{name}[0] (x)", value[0], min_ndim=2, dtype_kind="fiu")
     _validation.check_finite(f"{name}[0] (x)", x)
@@ -58,12 +110,18 @@ def check_arguments(
     num_images,
     epochs,
     batch_size,
+    adaptive_eps=None,
+    adaptive_steps=None,
 ):
     import keras
 
     _validation.check_type("model", model, keras.Model, "a keras.Model")
-    x_train, y_train = _check_pair("train", train)
-    x_test, y_test = _check_pair("test", test)
+    rank = len(model.inputs[0].shape) if model.inputs else None
+    _validation.check_number("seed", seed, min_value=0, integer=True)
+    if num_images is not None:
+        _validation.check_positive_int("num_images", num_images)
+    x_train, y_train = _check_pair("train", train, rank)
+    x_test, y_test = _check_pair("test", test, rank, limit=num_images, seed=seed)
     if model.inputs and len(model.inputs) == 1:
         expected = tuple(model.inputs[0].shape[1:])
         for name, x in (("train", x_train), ("test", x_test)):
@@ -164,4 +222,18 @@ def check_arguments(
         "batch_size": int(batch_size),
         "cache_dir": cache_dir,
         "verbose": verbose,
+        "seed": int(seed),
+        "adaptive_eps": _optional_positive("adaptive_eps", adaptive_eps, float),
+        "adaptive_steps": _optional_positive("adaptive_steps", adaptive_steps, int),
     }
+
+
+def _optional_positive(name, value, kind):
+    """`None`, or `value` checked as a positive `kind` (`float` or `int`)."""
+    if value is None:
+        return None
+    if kind is int:
+        _validation.check_positive_int(name, value)
+        return int(value)
+    _validation.check_number(name, value, min_value=0.0, min_inclusive=False)
+    return float(value)

@@ -73,26 +73,64 @@ def _fit_supervised(detector, x, is_adversarial, config):
     return detector
 
 
+class DetectorInputs:
+    """What a detector is fitted and scored on: images, or a shared pass's features.
+
+    `sets` maps `"clean"` and each attack label to arrays aligned with the
+    sources (row `i` is source `i`, or its adversarial image): the images
+    themselves (the detector runs its own pass through `score` / `fit`), or,
+    with `shared=True`, the features `features_from_taps` gave for them
+    (`score_features` / `fit_features`: the classifier is not run again).
+    """
+
+    def __init__(self, sets, config, shared=False):
+        self.sets = sets
+        self.config = config
+        self.shared = shared
+
+    def rows(self, key, idx):
+        return self.sets[key][idx]
+
+    def score(self, detector, key, idx):
+        if len(idx) == 0:
+            return np.zeros(0)
+        if self.shared:
+            return np.asarray(detector.score_features(self.rows(key, idx)), np.float64)
+        return _score(detector, self.rows(key, idx), self.config)
+
+    def fit(self, detector, parts, is_adversarial):
+        """Train `detector` on the rows `parts = [(key, idx), ...]`."""
+        x = np.concatenate([self.rows(key, idx) for key, idx in parts])
+        if not self.shared:
+            return _fit_supervised(detector, x, is_adversarial, self.config)
+        detector.fit_features(
+            x,
+            is_adversarial.astype("float32"),
+            epochs=self.config["epochs"],
+            batch_size=min(32, len(x)),
+            verbose=0,
+        )
+        return detector
+
+
+def fit_unsupervised(detector, x_fit_clean, y_fit_clean, config):
+    """Fit a statistical detector on clean training images (when it learns anything)."""
+    if getattr(detector, "supervised", False) or not getattr(detector, "needs_fit", True):
+        return detector
+    if getattr(detector, "fit", None) is not None:
+        detector.fit(x_fit_clean, y_fit_clean, batch_size=config["batch_size"], verbose=0)
+    return detector
+
+
 def evaluate_detector(
-    detector,
-    x_sources,
-    y_sources,
-    adv_images,
-    adv_mask,
-    labels,
-    split_list,
-    config,
-    x_fit_clean,
-    y_fit_clean,
-    timing,
-    log,
+    detector, inputs, x_sources, adv_mask, labels, split_list, config, timing, log
 ):
-    """Per-attack, mixed and attack-unknown figures of one detector.
+    """Per-attack, mixed and attack-unknown figures of one (fitted, if statistical) detector.
 
     Returns `(entry, fold_scores, final)`: the report entry, the per-fold
     `(scores_clean, scores_adv)` of each attack and of `"mixed"` (ROC
     figures), and the detector the adaptive attack targets (fitted on the
-    first split for a trained detector).
+    first split for a trained detector), calibrated at the largest `fpr`.
     """
     fprs = config["fpr"]
     supervised = bool(getattr(detector, "supervised", False))
@@ -100,86 +138,62 @@ def evaluate_detector(
         "class": type(detector).__name__,
         "supervised": supervised,
         "score_tensor_kind": getattr(detector, "score_tensor_kind", "exact"),
+        "shared_taps": bool(inputs.shared),
     }
+    n = len(x_sources)
     folds = {label: [] for label in labels + ["mixed"]}
     fold_scores = {label: [] for label in labels + ["mixed"]}
     unknown = {train: {test: [] for test in labels} for train in labels + ["mixed"]}
     final = detector
     if not supervised:
         t0 = time.perf_counter()
-        if getattr(detector, "fit", None) is not None:
-            detector.fit(x_fit_clean, y_fit_clean, batch_size=config["batch_size"], verbose=0)
-        timing["fit"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        clean = _score(detector, x_sources, config)
-        adv = {
-            label: np.full(len(x_sources), np.nan) for label in labels
-        }  # scored where the attack succeeded
+        clean = inputs.score(detector, "clean", np.arange(n))
+        adv = {label: np.full(n, np.nan) for label in labels}  # scored where the attack succeeded
         for label in labels:
             idx = np.flatnonzero(adv_mask[label])
-            adv[label][idx] = _score(detector, adv_images[label][idx], config)
+            adv[label][idx] = inputs.score(detector, label, idx)
         timing["score"] += time.perf_counter() - t0
         for split in split_list:
             _measure(split, clean, adv, adv_mask, labels, fprs, folds, fold_scores)
-        t_cal = clean[split_list[0].calibration]
         final.calibrate(
             x_sources[split_list[0].calibration], fpr=max(fprs), batch_size=config["batch_size"]
         )
-        entry["calibration_scores"] = t_cal
     else:
+        import keras
+
+        # Each trained detector starts from the same seed, so its figures do
+        # not depend on what ran before it (attacks from the cache or not).
+        keras.utils.set_random_seed(config.get("seed", 0))
         for k, split in enumerate(split_list):
             for train_label in labels + ["mixed"]:
                 train_on = labels if train_label == "mixed" else [train_label]
                 t0 = time.perf_counter()
-                x_fit = [x_sources[split.fit]]
+                parts = [("clean", split.fit)]
                 y_fit = [np.zeros(len(split.fit))]
                 for label in train_on:
                     idx = split.fit[adv_mask[label][split.fit]]
-                    x_fit.append(adv_images[label][idx])
+                    parts.append((label, idx))
                     y_fit.append(np.ones(len(idx)))
-                trained = _fit_supervised(
-                    detector.clone(), np.concatenate(x_fit), np.concatenate(y_fit), config
-                )
+                trained = inputs.fit(detector.clone(), parts, np.concatenate(y_fit))
                 timing["fit"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 need = np.concatenate([split.calibration, split.test])
-                clean = np.full(len(x_sources), np.nan)
-                clean[need] = _score(trained, x_sources[need], config)
-                adv = {label: np.full(len(x_sources), np.nan) for label in labels}
+                clean = np.full(n, np.nan)
+                clean[need] = inputs.score(trained, "clean", need)
+                adv = {label: np.full(n, np.nan) for label in labels}
                 for label in labels:
                     idx = split.test[adv_mask[label][split.test]]
-                    adv[label][idx] = _score(trained, adv_images[label][idx], config)
+                    adv[label][idx] = inputs.score(trained, label, idx)
                 timing["score"] += time.perf_counter() - t0
-                if train_label == "mixed":
-                    _measure(
-                        split,
-                        clean,
-                        adv,
-                        adv_mask,
-                        labels,
-                        fprs,
-                        folds,
-                        fold_scores,
-                        only=["mixed"],
-                    )
-                    if k == 0:
-                        final = trained
-                        final.calibrate(
-                            x_sources[split.calibration],
-                            fpr=max(fprs),
-                            batch_size=config["batch_size"],
-                        )
-                else:
-                    _measure(
-                        split,
-                        clean,
-                        adv,
-                        adv_mask,
-                        labels,
-                        fprs,
-                        folds,
-                        fold_scores,
-                        only=[train_label],
+                _measure(
+                    split, clean, adv, adv_mask, labels, fprs, folds, fold_scores, [train_label]
+                )
+                if train_label == "mixed" and k == 0:
+                    final = trained
+                    final.calibrate(
+                        x_sources[split.calibration],
+                        fpr=max(fprs),
+                        batch_size=config["batch_size"],
                     )
                 for test_label in labels:
                     test_adv = adv[test_label][split.test[adv_mask[test_label][split.test]]]
@@ -191,6 +205,7 @@ def evaluate_detector(
         log(
             f"{type(detector).__name__}: trained {len(split_list) * (len(labels) + 1)} times "
             f"({len(split_list)} splits x {len(labels)} attacks + mixed)"
+            + (" on shared-pass features" if inputs.shared else "")
         )
     entry["oblivious"] = {label: _protocol.aggregate(folds[label], fprs) for label in folds}
     if supervised:
@@ -200,7 +215,6 @@ def evaluate_detector(
         }
     else:
         entry["attack_unknown"] = {}
-    entry.pop("calibration_scores", None)
     log(f"{type(detector).__name__}: mixed AUC " + _fmt(entry["oblivious"]["mixed"], "auc"))
     return entry, fold_scores, final
 
@@ -237,46 +251,71 @@ def _measure(split, clean, adv, adv_mask, labels, fprs, folds, fold_scores, only
 def adaptive_detector(
     model, detector, x_sources, y_sources, split, config, eps, budget, seed, entry, log
 ):
-    """The adaptive figures of one calibrated detector on the first split's test sources."""
+    """The adaptive figures of one calibrated detector on the first split's test sources.
+
+    Selective and orthogonal PGD (`_threats.ADAPTIVE_DETECTOR_ATTACKS`) both
+    run; per source the strongest result is kept (fooled, with the lowest
+    score), so a defence is reported against the better of the two.
+    """
     fprs = config["fpr"]
     x = x_sources[split.test]
     y = y_sources[split.test]
-    try:
-        result = _threats.adaptive_detector_attack(
-            model,
-            detector,
-            x,
-            y,
-            eps=eps,
-            nb_iter=budget["adaptive_iter"],
-            clip=config["clip"],
-            batch_size=config["batch_size"],
-            seed=seed,
-        )
-    except Exception as error:  # a score_tensor that cannot be traced: say so
-        log(f"{type(detector).__name__}: adaptive attack failed: {one_line(error)}")
-        return {"error": one_line(error)}
     cal = _score(detector, x_sources[split.calibration], config)
     clean = _score(detector, x, config)
-    scores = _score(detector, result.x_adv, config)
-    fooled = result.y_pred_after != y
     thresholds = [float(t) for t in metrics.threshold_at_fpr(cal, list(fprs))]
+    per_attack, runs, seconds = {}, [], 0.0
+    for name in _threats.ADAPTIVE_DETECTOR_ATTACKS:
+        try:
+            result = _threats.adaptive_detector_attack(
+                model,
+                detector,
+                x,
+                y,
+                eps=eps,
+                nb_iter=budget["adaptive_iter"],
+                clip=config["clip"],
+                batch_size=config["batch_size"],
+                seed=seed,
+                attack=name,
+            )
+        except Exception as error:  # a score_tensor that cannot be traced: say so
+            log(f"{type(detector).__name__}: {name} failed: {one_line(error)}")
+            per_attack[name] = {"error": one_line(error)}
+            continue
+        scores = _score(detector, result.x_adv, config)
+        fooled = result.y_pred_after != y
+        seconds += float(result.seconds)
+        runs.append((fooled, scores))
+        per_attack[name] = {
+            "success_rate": float(fooled.mean()) if len(x) else 0.0,
+            "sr_at_fpr": _protocol.success_at_threshold(fooled, scores, thresholds),
+            "seconds": float(result.seconds),
+        }
+    if not runs:
+        return {"error": "; ".join(f"{k}: {v['error']}" for k, v in per_attack.items())}
+    # Per source: a fooled result beats an unfooled one; then the lower score.
+    rank = np.stack([np.where(f, s, np.inf) for f, s in runs])
+    best = np.argmin(rank, axis=0)
+    pick = np.arange(len(x))
+    fooled = np.stack([f for f, _ in runs])[best, pick]
+    scores = np.stack([s for _, s in runs])[best, pick]
     out = {
-        "attack": "selective_pgd",
+        "attack": "best of " + ", ".join(n for n in per_attack if "error" not in per_attack[n]),
+        "per_attack": per_attack,
         "eps": float(eps),
         "nb_iter": int(budget["adaptive_iter"]),
         "n_sources": int(len(x)),
         "n_fooled": int(fooled.sum()),
         "success_rate": float(fooled.mean()) if len(x) else 0.0,
         "sr_at_fpr": _protocol.success_at_threshold(fooled, scores, thresholds),
-        "seconds": float(result.seconds),
+        "seconds": seconds,
     }
     measured = _protocol.fold_metrics(clean, scores[fooled], cal, fprs)
     if measured is not None:
         out.update(auc=measured["auc"], tpr=measured["tpr"], fpr=measured["fpr"])
     log(
         f"{type(detector).__name__}: adaptive success {out['success_rate']:.3f}, SR@"
-        f"{max(fprs):g} {out['sr_at_fpr'][-1]:.3f}"
+        f"{max(fprs):g} {out['sr_at_fpr'][-1]:.3f} ({out['attack']}, per source)"
     )
     return out
 

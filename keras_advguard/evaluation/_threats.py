@@ -3,11 +3,11 @@
 - Oblivious: the attack sees only the undefended classifier.
 - Adaptive, sanitizer: the same attack on the sanitized model with every
   sanitizer wrapped in BPDA (identity on the backward pass).
-- Adaptive, detector: selective PGD (Bryniarski et al. 2022) on the
-  classifier and `detector.score_tensor`: while a sample is still classified
-  correctly, step up the classifier's cross-entropy; once it is fooled, step
-  down the detector's score. Uses `attacks.selective_pgd` when the library
-  has it, else the same objective through `attacks.pgd_with_loss`. The
+- Adaptive, detector: selective and orthogonal PGD (Bryniarski et al.
+  2022) on the classifier and `detector.score_tensor`: while a sample is
+  still classified correctly, step up the classifier's cross-entropy; once
+  it is fooled, step down the detector's score (orthogonal PGD projects each
+  step off the other objective's gradient). The
   score's gradient is whatever `score_tensor` offers (`score_tensor_kind`:
   exact, a smooth surrogate, or BPDA), so no detector needs code here.
 """
@@ -34,6 +34,20 @@ ATTACK_NAMES = (
 """Attack names `evaluate` accepts in `attacks` (functions of `keras_advguard.attacks`)."""
 
 _ITERATIVE = ("pgd", "bim", "mim")
+
+# Attacks whose `eps` is an L-infinity radius unless their `norm` says otherwise
+# (the others bound L2, L0 or nothing: their `eps` is no radius for the adaptive attack).
+_LINF = ("fgsm", "pgd", "bim", "mim", "uniform_noise", "spsa")
+
+
+def linf_eps(specs):
+    """The largest L-infinity radius among the attack specs (`0.0` if none has one)."""
+    radii = [
+        float(params["eps"])
+        for name, params in specs
+        if name in _LINF and "eps" in params and params.get("norm", np.inf) in (np.inf, "inf")
+    ]
+    return max(radii, default=0.0)
 
 
 def check_attacks(attacks):
@@ -132,17 +146,23 @@ def selective_loss(threshold):
     return loss
 
 
-def adaptive_detector_attack(model, detector, x, y, *, eps, nb_iter, clip, batch_size, seed):
-    """Selective PGD against `model` guarded by the calibrated `detector`."""
+ADAPTIVE_DETECTOR_ATTACKS = ("selective_pgd", "orthogonal_pgd")
+"""The attacks `evaluate` runs against every detector (the best per source is reported)."""
+
+
+def adaptive_detector_attack(
+    model, detector, x, y, *, eps, nb_iter, clip, batch_size, seed, attack="selective_pgd"
+):
+    """Selective (or orthogonal) PGD against `model` guarded by the calibrated `detector`."""
     import keras
 
     from keras_advguard import attacks
-    from keras_advguard.detector_model import as_logits_fn
+    from keras_advguard.attacks._common import as_logits_fn
 
     threshold = float(detector.threshold_)
     eps_iter = eps / 10 if nb_iter >= 10 else eps / nb_iter * 2.5
     keras.utils.set_random_seed(seed)
-    selective = getattr(attacks, "selective_pgd", None)
+    selective = getattr(attacks, attack, None)
     if selective is not None:
         accepted = inspect.signature(selective).parameters
         kwargs = dict(

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from keras_advguard.evaluation import _cache, _defences, _protocol, _stages, _threats
+from keras_advguard.evaluation import _cache, _defences, _protocol, _shared, _stages, _threats
 from keras_advguard.evaluation._arguments import BUDGETS, THREAT_MODELS, check_arguments
 from keras_advguard.evaluation.report import EvaluationReport
 
@@ -30,6 +30,8 @@ def evaluate(
     num_images=None,
     epochs=None,
     batch_size=128,
+    adaptive_eps=None,
+    adaptive_steps=None,
 ):
     """Evaluate defences of `model` against attacks, honestly, in one call.
 
@@ -53,13 +55,23 @@ def evaluate(
        the splits), and the achieved FPR.
     4. **Sanitizers** (`sanitize` after every convolution and hidden dense
        layer) are reported by accuracy: clean and under each attack.
-    5. **Adaptive threat model.** For every detector, selective PGD on the
-       classifier and the detector's `score_tensor` (thresholded at the
-       largest `fpr`, on the first split's calibration images), on the first
-       split's test sources; reported as AUC, TPR and SR@N (share of sources
-       both misclassified and undetected). For every sanitizer, each attack
+    5. **Adaptive threat model.** For every detector, selective and
+       orthogonal PGD on the classifier and the detector's `score_tensor`
+       (thresholded at the largest `fpr`, on the first split's calibration
+       images), on the first split's test sources, the stronger result kept
+       per source; reported as AUC, TPR and SR@N (share of sources both
+       misclassified and undetected). For every sanitizer, each attack
        again on the sanitized model with BPDA through the sanitizers. The
        report shows both threat models side by side.
+
+    **One activation pass.** Detectors whose score comes from one forward
+    pass of the classifier (`tap_request()` not `None`: max-softmax, KNN, the
+    medoid LSTM) share it: the classifier runs once per input set (clean
+    sources, each attack's adversarial images) over the union of their taps,
+    and they are scored, and the medoid LSTM trained on every split and
+    attack, from those features (`score_features`, `fit_features`), with
+    the same figures as their own passes. The others (entropy: gradients;
+    squeezing: squeezed copies; the input CNN: the pixels) run their own.
 
     The baselines (`max_softmax`, `input_cnn`) are always added. Oblivious
     attack results are cached on disk, keyed by a content hash of the
@@ -68,10 +80,13 @@ def evaluate(
 
     Args:
         model: the classifier, a built `keras.Model` (softmax or logits).
-        train: `(x_train, y_train)`, images and integer labels; statistical
-            detectors are fitted on them, the medoid LSTM takes its medoids
-            from them.
-        test: `(x_test, y_test)`, the images to attack and score.
+        train: `(x_train, y_train)`, images and integer labels, or a
+            `tf.data.Dataset` of `(images, labels)` pairs (batched or not,
+            read once); statistical detectors are fitted on them, the medoid
+            LSTM takes its medoids from them.
+        test: `(x_test, y_test)` or a dataset of pairs, the images to attack
+            and score. From a dataset with `num_images`, only a seeded
+            uniform sample of `num_images` pairs is kept in memory.
         defences: names (`"medoid_lstm"`, `"knn"`, `"entropy"`, `"squeeze"`,
             `"max_softmax"`, `"input_cnn"`, `"mask"`, `"median"`,
             `"nl_means"`), detector instances (unfitted statistical ones are
@@ -102,6 +117,12 @@ def evaluate(
         epochs: training epochs of trained detectors. Defaults to `None`: 30
             (3 with `quick=True`).
         batch_size: batch size of every pass. Defaults to `128`.
+        adaptive_eps: L-infinity radius of the adaptive detector attacks.
+            Defaults to `None`: the largest L-infinity `eps` among `attacks`
+            (FGSM, PGD, BIM, MIM, noise, SPSA; an L2 attack's `eps` is no
+            L-infinity radius), else `eps`.
+        adaptive_steps: steps of each adaptive detector attack. Defaults to
+            `None`: 100 (20 with `quick=True`).
 
     Returns:
         An `EvaluationReport`.
@@ -147,6 +168,8 @@ def evaluate(
         num_images,
         epochs,
         batch_size,
+        adaptive_eps,
+        adaptive_steps,
     )
     (x_train, y_train), (x_test, y_test) = config["train"], config["test"]
     budget = BUDGETS[bool(quick)]
@@ -221,9 +244,10 @@ def evaluate(
     y_sources = y_eval[sources]
     adv_images = {label: results[label].x_adv[sources] for label in labels}
     first = split_list[0]
-    adaptive_eps = max([p.get("eps", 0.0) for _, p in specs] or [0.0])
-    adaptive_eps = adaptive_eps or config["eps"]
+    adaptive_eps = config["adaptive_eps"] or _threats.linf_eps(specs) or config["eps"]
+    budget = dict(budget, adaptive_iter=config["adaptive_steps"] or budget["adaptive_iter"])
 
+    built = {}  # detector name -> detector, statistical ones fitted
     for item, name in zip(items, names, strict=True):
         kind = _defences.kind_of(item)
         try:
@@ -246,31 +270,43 @@ def evaluate(
                 )
                 timing["sanitizers"] += time.perf_counter() - t0
                 continue
+            t0 = time.perf_counter()
             if defence.name == "medoid_lstm" and defence.detector is None:
                 defence.detector = _defences.build_lstm(
                     model, x_fit_clean, y_fit_clean, quick=quick, seed=seed
                 )
-            entry, fold_scores, final = _stages.evaluate_detector(
-                defence.detector,
-                x_sources,
-                y_sources,
-                adv_images,
-                adv_mask,
-                labels,
-                split_list,
-                config,
-                x_fit_clean,
-                y_fit_clean,
-                timing,
-                log,
-            )
+            _stages.fit_unsupervised(defence.detector, x_fit_clean, y_fit_clean, config)
+            timing["fit"] += time.perf_counter() - t0
+            built[name] = defence.detector
         except Exception as error:  # one broken defence does not cost the others
             message = _stages.one_line(error)
             log(f"{name}: failed: {message}")
             (sanitizers_out if kind == "sanitizer" else detectors_out)[name] = {"error": message}
+
+    # --- One activation pass shared by the detectors that allow it ----------
+    t0 = time.perf_counter()
+    sets = {"clean": x_sources, **adv_images}
+    shared, features = _shared_features(model, built, sets, adv_mask, config, log)
+    timing["taps"] = time.perf_counter() - t0
+
+    for name, detector in built.items():
+        try:
+            if shared is not None and name in shared.errors:
+                raise shared.errors[name]
+            if name in features:
+                inputs = _stages.DetectorInputs(features[name], config, shared=True)
+            else:
+                inputs = _stages.DetectorInputs(sets, config)
+            entry, fold_scores, final = _stages.evaluate_detector(
+                detector, inputs, x_sources, adv_mask, labels, split_list, config, timing, log
+            )
+        except Exception as error:  # one broken defence does not cost the others
+            message = _stages.one_line(error)
+            log(f"{name}: failed: {message}")
+            detectors_out[name] = {"error": message}
             continue
-        entry["name"] = defence.name
-        roc.update({(defence.name, k): v for k, v in fold_scores.items()})
+        entry["name"] = name
+        roc.update({(name, k): v for k, v in fold_scores.items()})
         if adaptive_wanted:
             t0 = time.perf_counter()
             entry["adaptive"] = _stages.adaptive_detector(
@@ -290,7 +326,7 @@ def evaluate(
         if not oblivious_wanted:
             entry["oblivious"] = {}
             entry["attack_unknown"] = {}
-        detectors_out[defence.name] = entry
+        detectors_out[name] = entry
 
     undefended = {"clean": float(np.mean(y_pred == y_eval))}
     undefended.update({label: attack_rows[label]["accuracy"] for label in labels})
@@ -327,6 +363,41 @@ def evaluate(
         undefended=undefended,
         roc=roc,
     )
+
+
+def _shared_features(model, detectors, sets, adv_mask, config, log):
+    """Run the shared activation pass over every input set.
+
+    Returns `(shared, features)`: the `SharedTaps` (or `None` when no
+    detector takes part or the pass cannot be built) and `{name: {set:
+    features aligned with the sources}}` (adversarial rows filled where the
+    attack succeeded).
+    """
+    try:
+        shared = _shared.SharedTaps(model, detectors)
+    except Exception as error:  # every detector falls back to its own pass
+        log(f"no shared activation pass ({_stages.one_line(error)}); each detector runs its own")
+        return None, {}
+    if not shared.names:
+        return shared, {}
+    n = len(sets["clean"])
+    features = {name: {} for name in shared.names}
+    for key, x in sets.items():
+        rows = np.arange(n) if key == "clean" else np.flatnonzero(adv_mask[key])
+        got = shared.features(x[rows], config["batch_size"])
+        for name, values in got.items():
+            like = values if values is not None else features[name]["clean"]
+            full = np.zeros((n,) + like.shape[1:], like.dtype)
+            if values is not None:
+                full[rows] = values
+            features[name][key] = full
+    features = {name: sets_ for name, sets_ in features.items() if name in shared.names}
+    own = [name for name in detectors if name not in features]
+    log(
+        f"one shared activation pass for {', '.join(features) or 'no detector'}"
+        + (f"; own passes: {', '.join(own)}" if own else "")
+    )
+    return shared, features
 
 
 def _versions():

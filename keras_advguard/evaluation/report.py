@@ -204,7 +204,8 @@ class EvaluationReport:
                 (
                     "Detectors, oblivious vs adaptive",
                     "oblivious = the mixed attacks crafted on the classifier alone; adaptive = "
-                    f"selective PGD (eps={self.meta.get('adaptive_eps', 0):g}) on the classifier "
+                    "the stronger per source of selective and orthogonal PGD "
+                    f"(eps={self.meta.get('adaptive_eps', 0):g}) on the classifier "
                     "and the detector's score_tensor, thresholded at the largest FPR. "
                     "SR = share of attacked sources misclassified and not detected.",
                     ["detector", "score_tensor", "AUC oblivious / adaptive"]
@@ -349,7 +350,7 @@ class EvaluationReport:
             adaptive.append(a.get("auc", np.nan))
         pos = np.arange(len(names))
         ax.bar(pos - 0.2, oblivious, 0.4, label="oblivious (mixed)")
-        ax.bar(pos + 0.2, adaptive, 0.4, label="adaptive (selective PGD)")
+        ax.bar(pos + 0.2, adaptive, 0.4, label="adaptive (selective / orthogonal PGD)")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_xticks(pos, names, rotation=30, ha="right")
         ax.set_ylim(0, 1)

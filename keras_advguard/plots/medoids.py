@@ -365,11 +365,10 @@ class ActivationTsneDisplay(DisplayMixin):
         Returns:
             The plotted `ActivationTsneDisplay`.
         """
+        from keras_advguard._fingerprint import unwrap_model
         from keras_advguard.detector_model import DetectorModel
 
-        if isinstance(model, DetectorModel):
-            model = model.base_model
-        taps = DetectorModel(model, layers=layers, pooling=pooling)
+        taps = DetectorModel(unwrap_model(model), layers=layers, pooling=pooling)
         train = taps.activations(x_train, batch_size=batch_size)
         parts, kinds = [], []
         for kind, x in (("clean", x_clean), ("adversarial", x_adv)):

@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 
-from keras_advguard import _validation
+from keras_advguard import _perturb, _validation
 from keras_advguard.detector_model import DetectorModel
 
 METHODS = ("pgd", "trades")
@@ -352,7 +352,7 @@ class AdversarialModel(keras.Model):
 
             start = x
             if self.random_start:
-                start = x + self._random_in_ball(tf.shape(x), eps)
+                start = x + _perturb.random_in_ball(tf.shape(x), eps, self.norm)
         else:
             p_clean = tf.stop_gradient(tf.nn.softmax(logits_of(x)))
 
@@ -362,14 +362,21 @@ class AdversarialModel(keras.Model):
             start = x
             if self.random_start:
                 start = x + _TRADES_START_STD * tf.random.normal(tf.shape(x))
-        start = self._project(x, start, eps)
+        start = _perturb.project(x, start, eps, self.norm, self.clip_min, self.clip_max)
 
         def body(i, xa):
             with tf.GradientTape() as tape:
                 tape.watch(xa)
                 value = objective(logits_of(xa))
             grad = tape.gradient(value, xa)
-            return i + 1, self._project(x, xa + step * self._direction(grad), eps)
+            return i + 1, _perturb.project(
+                x,
+                xa + step * _perturb.step_direction(grad, self.norm),
+                eps,
+                self.norm,
+                self.clip_min,
+                self.clip_max,
+            )
 
         _, x_adv = tf.while_loop(
             lambda i, _: i < self.steps,
@@ -436,40 +443,6 @@ class AdversarialModel(keras.Model):
             kl = kl * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
         kl = tf.reduce_mean(kl)
         return tf.cast(clean, tf.float32) + self.beta * kl, y_pred
-
-    def _direction(self, grad):
-        import tensorflow as tf
-
-        if self.norm == "inf":
-            return tf.sign(grad)
-        axes = list(range(1, len(grad.shape)))
-        norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=axes, keepdims=True))
-        return grad / tf.maximum(norm, 1e-12)
-
-    def _project(self, x, xa, eps):
-        import tensorflow as tf
-
-        delta = xa - x
-        if self.norm == "inf":
-            delta = tf.clip_by_value(delta, -eps, eps)
-        else:
-            axes = list(range(1, len(delta.shape)))
-            norm = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=axes, keepdims=True))
-            delta = delta * tf.minimum(1.0, eps / tf.maximum(norm, 1e-12))
-        return tf.clip_by_value(x + delta, self.clip_min, self.clip_max)
-
-    def _random_in_ball(self, shape, eps):
-        import tensorflow as tf
-
-        if self.norm == "inf":
-            return tf.random.uniform(shape, -1.0, 1.0) * eps
-        # Uniform in the L2 ball: a Gaussian direction, radius eps * U^(1/d).
-        direction = tf.random.normal(shape)
-        flat = tf.reshape(direction, [shape[0], -1])
-        d = tf.cast(tf.shape(flat)[1], tf.float32)
-        radius = eps * tf.random.uniform([shape[0]]) ** (1.0 / d)
-        flat = flat / tf.maximum(tf.norm(flat, axis=1, keepdims=True), 1e-12)
-        return tf.reshape(flat * radius[:, None], shape)
 
     def _check_numpy_inputs(self, name, x):
         if x.dtype.kind in "fc":

@@ -150,6 +150,32 @@ def test_other_bad_arguments(small):
 # --------------------------------------------------------------------------
 
 
+def test_as_logits_fn_on_models_wrappers_and_callables(linear, x_mid):
+    """Pre-softmax logits of a softmax model, its wrappers; callables pass as they are."""
+    from keras_advguard import as_logits_fn
+
+    assert as_logits_fn is _common.as_logits_fn  # public name, defined beside run_attack
+    flatten, dense = linear.model.layers
+    expected = linear.logits(x_mid)  # closed form, numpy
+
+    class Wrapper(keras.Model):  # duck-typed: exposes its classifier as `base_model`
+        def __init__(self, base_model):
+            super().__init__()
+            self.base_model = base_model
+
+    for model in (linear.model, DetectorModel(linear.model, layers=dense), Wrapper(linear.model)):
+        logits = as_logits_fn(model)(x_mid)
+        assert logits.dtype == tf.float32
+        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    # A DetectorModel's `logits_layer` is kept: here the flattened input.
+    flat = DetectorModel(linear.model, logits_layer=flatten.name)
+    np.testing.assert_allclose(as_logits_fn(flat)(x_mid), x_mid.reshape(6, -1), atol=1e-6)
+    fn = lambda x: x  # noqa: E731
+    assert as_logits_fn(fn) is fn
+    with pytest.raises(TypeError, match="Received: model of type int"):
+        as_logits_fn(42)
+
+
 def test_softmax_model_attacked_on_its_logits(digits):
     """Same result from the softmax model, its DetectorModel and its logits callable."""
     model, x, y = digits

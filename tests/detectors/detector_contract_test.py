@@ -71,6 +71,16 @@ def _input_cnn(d):
     return detector
 
 
+def _class_conditional_input(d):
+    from keras_advguard.detectors import ClassConditionalInputDetector
+
+    detector = ClassConditionalInputDetector(
+        d["model"], filters=(4,), dense_units=8, eps=0.2, steps=2
+    )
+    detector.fit(d["x_train"][:120], d["y_train"][:120], epochs=1, batch_size=40, verbose=0)
+    return detector
+
+
 FACTORIES = {
     "max_softmax": lambda d: MaxSoftmaxDetector(d["model"]),
     "knn": lambda d: KNNDetector(d["model"], "fc4", n_neighbors=5).fit(d["x_train"], d["y_train"]),
@@ -83,6 +93,7 @@ FACTORIES = {
     ),
     "medoid_lstm": _medoid_lstm,
     "input_cnn": _input_cnn,
+    "class_conditional_input": _class_conditional_input,
 }
 NAMES = sorted(FACTORIES)
 
@@ -119,6 +130,7 @@ COVERED = {
     "FeatureSqueezingDetector",
     "MedoidLSTMDetector",
     "InputCNNDetector",
+    "ClassConditionalInputDetector",
 }
 
 
@@ -251,7 +263,9 @@ def test_clone_keeps_statistics_and_drops_the_threshold(case):
     assert getattr(detector, "threshold_", None) is not None  # the original keeps its own
     scores = clone.score(d["x"])
     assert scores.shape == (len(d["x"]),) and np.all(np.isfinite(scores))
-    if not detector.supervised:  # nothing trainable: the same scores
+    if not detector.supervised and not isinstance(detector, keras.Model):
+        # nothing trainable: the same scores (a Keras detector fitted on clean
+        # data, ClassConditionalInputDetector, gets fresh weights)
         np.testing.assert_array_equal(scores, detector.score(d["x"]))
 
 
@@ -317,5 +331,21 @@ def test_statistical_fit_takes_clean_inputs_and_labels(case):
         return  # fit(x, is_adversarial): Keras's own fit, tested with each detector
     clone = detector.clone()
     x, y = d["x_train"][:40], d["y_train"][:40]
-    assert clone.fit(x, y, batch_size=16, verbose=0) is clone
+    result = clone.fit(x, y, batch_size=16, verbose=0)
+    if isinstance(clone, keras.Model):  # a Keras detector fitted on clean data: its History
+        assert isinstance(result, keras.callbacks.History)
+    else:
+        assert result is clone
     assert clone.score(d["x"][:5]).shape == (5,)
+
+
+def test_shared_pass_features_give_the_own_scores(case):
+    detector, d = case
+    if detector.tap_request() is None:
+        pytest.skip("scores from its own passes (tap_request() is None)")
+    from keras_advguard.evaluation._shared import SharedTaps
+
+    shared = SharedTaps(d["model"], {"detector": detector})
+    assert shared.names == ["detector"]
+    features = shared.features(d["x"], batch_size=8)["detector"]  # 24 inputs, chunks of 32
+    np.testing.assert_allclose(detector.score_features(features), detector.score(d["x"]), atol=2e-6)

@@ -227,7 +227,7 @@ def test_fit_on_a_dataset_of_pairs(digits_knn):
     np.testing.assert_array_equal(from_dataset.score(x_test[:30]), from_arrays.score(x_test[:30]))
     with pytest.raises(ValueError, match="`y` must be None"):
         KNNDetector(model, "conv2").fit(dataset, y_train)
-    with pytest.raises(ValueError, match="Training labels are required"):
+    with pytest.raises(ValueError, match="Labels `y` are required"):
         KNNDetector(model, "conv2").fit(x_train)
 
 
@@ -281,3 +281,24 @@ def test_score_tensor_first_called_inside_a_tf_function_works_again_later(digits
     again = tf.function(lambda batch: knn.score_tensor(batch))(x)
     np.testing.assert_allclose(np.asarray(traced), np.asarray(eager), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.asarray(again), np.asarray(eager), rtol=1e-6, atol=1e-7)
+
+
+def test_cached_taps_and_tensors_follow_a_refit_and_a_new_layer(digits_knn):
+    # `_memo`: the DetectorModel and the training tensors are rebuilt when
+    # what they were built from changes, so a refitted (or re-tapped) detector
+    # scores like a fresh one.
+    import tensorflow as tf
+
+    model, x_train, y_train, x_test, _ = digits_knn
+    x = tf.constant(x_test[:8], "float32")
+    knn = KNNDetector(model, "fc4", n_neighbors=5).fit(x_train[:100], y_train[:100])
+    first = np.asarray(knn.score_tensor(x))
+    knn.fit(x_train[100:300], y_train[100:300])
+    fresh = KNNDetector(model, "fc4", n_neighbors=5).fit(x_train[100:300], y_train[100:300])
+    np.testing.assert_allclose(knn.score_tensor(x), fresh.score_tensor(x), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(first, fresh.score_tensor(x))  # the check can fail
+    knn.layer = "conv2"
+    knn.fit(x_train[:100], y_train[:100])
+    conv = KNNDetector(model, "conv2", n_neighbors=5).fit(x_train[:100], y_train[:100])
+    assert knn.layer_path_ == "conv2"
+    np.testing.assert_allclose(knn.score_tensor(x), conv.score_tensor(x), rtol=1e-6, atol=1e-7)

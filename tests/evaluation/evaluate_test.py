@@ -177,6 +177,13 @@ def test_adaptive_figures_are_consistent(run):
         sr = adaptive["sr_at_fpr"]  # thresholds fall as the FPR grows: SR cannot grow
         assert all(a >= b - 1e-12 for a, b in zip(sr, sr[1:]))
         assert all(0.0 <= v <= adaptive["success_rate"] + 1e-12 for v in sr)
+        # the best per source is at least as strong as each attack alone
+        assert sorted(adaptive["per_attack"]) == ["orthogonal_pgd", "selective_pgd"]
+        for one in adaptive["per_attack"].values():
+            assert one["success_rate"] <= adaptive["success_rate"] + 1e-12
+            assert all(a <= b + 1e-12 for a, b in zip(one["sr_at_fpr"], sr, strict=True))
+        best = max(one["sr_at_fpr"][-1] for one in adaptive["per_attack"].values())
+        assert sr[-1] >= best
     # the adaptive attack pushes the exact max-softmax score down: it evades more
     # often than the oblivious PGD at the same budget would suggest
     ms = report.detectors["max_softmax"]
@@ -203,3 +210,17 @@ def test_bad_arguments_are_refused_before_any_work(digits_model):
     with pytest.raises(TypeError, match="keras.Model"):
         evaluate(lambda x: x, train, test, verbose=0)
     assert isinstance(keras.Model, type)
+
+
+def test_adaptive_radius_ignores_radii_of_other_norms(digits_model):
+    from keras_advguard.evaluation._threats import linf_eps
+
+    specs = [("fgsm", {"eps": 0.1}), ("gradient_attack", {"eps": 4.0}), ("bim", {"eps": 0.2})]
+    assert linf_eps(specs) == 0.2  # the L2 gradient attack's eps 4 is no L-inf radius
+    assert linf_eps(specs + [("pgd", {"eps": 0.5, "norm": 2})]) == 0.2
+    assert linf_eps([("deepfool", {})]) == 0.0
+    model, _ = digits_model
+    train, test = load_dataset("digits")
+    for bad in ({"adaptive_steps": 0}, {"adaptive_eps": -0.1}, {"adaptive_steps": 2.5}):
+        with pytest.raises((ValueError, TypeError), match="adaptive_"):
+            evaluate(model, train, test, verbose=0, **bad)

@@ -109,6 +109,20 @@ def test_constant_maps_return_themselves():
     np.testing.assert_array_equal(nlm(x32, dtype="float32"), x32)
 
 
+def test_dead_channel_stays_zero_in_eager_and_graph_mode():
+    # A ReLU map that is zero everywhere: the scale 2^floor(log2(max)) must
+    # stay a normal float32 (2^-127 is flushed to zero: 0 / 0 = NaN, which
+    # eager float32 kernels produced). The live channel matches the formula.
+    x = np.zeros((3, 8, 7, 2), "float32")
+    x[..., 1] = np.random.default_rng(3).random((3, 8, 7))
+    layer = NLMeansSanitizer(dtype="float32")
+    expected = nlm_reference(x.astype("float64"), 3, 7, 1.0, "relative")
+    for out in (layer(x), tf.function(lambda v: layer(v))(x)):
+        out = keras.ops.convert_to_numpy(out)
+        np.testing.assert_array_equal(out[..., 0], 0.0)
+        np.testing.assert_allclose(out[..., 1], expected[..., 1], rtol=1e-5, atol=1e-6)
+
+
 def test_small_h_keeps_the_map_and_large_h_averages_the_window():
     x = np.random.default_rng(2).normal(size=(1, 5, 5, 1))
     np.testing.assert_allclose(nlm(x, h=1e-4), x, rtol=1e-12)

@@ -1,0 +1,191 @@
+"""Benchmark: the cost of `MedoidLSTMDetector.from_training_data` against its physical limit.
+
+MNIST-CNN (`load_or_train("mnist_cnn", "mnist", epochs=5)`, cached), the
+MNIST training images (`--images`, default all 60,000), every Conv2D and
+Dense layer tapped with GAP (7 taps), `standardize=True`. Measured with the
+shared harness (`benchmarks/_harness.py`: wall and process CPU time, load
+noted, the physical-limit rows):
+
+- the whole `from_training_data` call;
+- its phases, each on its own on the same data: the extraction pass
+  (`DetectorModel.collect`), the exact medoids (`ClassMedoids.fit`), the
+  standardization (`MedoidDistance.adapt`);
+- the physical limit: one plain forward pass over the images
+  (`model.predict`, the extraction's floor) plus the multiply-adds of the
+  medoids' Gram matrices (`k^2 d` per class and layer for the upper-triangle
+  blocks) at the machine's matmul peak.
+
+Goal (issue 16): the whole call <= 2x the physical limit.
+
+Writes `benchmarks/results/fitting.md` (`fitting_quick.md` with `--quick`:
+10,000 images, 1 repeat; `_{device}` suffix on a GPU).
+
+Usage:
+    python benchmarks/fitting.py [--quick] [--images 60000] [--repeats 2]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness  # noqa: E402
+
+log = _harness.log
+
+
+def medoid_flops(labels, widths):
+    """FLOPs of the medoids' Gram products: per class and layer, the upper
+    triangle of blocks of a `k x k` Gram matrix of width `d`, about `k^2 d`."""
+    import numpy as np
+
+    counts = np.bincount(labels)
+    return float(sum(int(k) ** 2 * d for k in counts for d in widths))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=128)
+    args = parser.parse_args()
+    n = args.images or (10000 if args.quick else 60000)
+    repeats = args.repeats or (1 if args.quick else 2)
+
+    import numpy as np
+
+    from keras_advguard import DetectorModel
+    from keras_advguard.datasets import load_dataset
+    from keras_advguard.detectors import ClassMedoids, MedoidLSTMDetector
+    from keras_advguard.layers import MedoidDistance
+    from keras_advguard.models import load_or_train
+
+    start = time.time()
+    path = _harness.mnist_path()
+    model, info = load_or_train("mnist_cnn", "mnist", epochs=5, path=path)
+    (x_train, y_train), _ = load_dataset("mnist", path=path)
+    x, y = x_train[:n], np.asarray(y_train[:n])
+    batch = args.batch
+    taps = DetectorModel(model, layers="conv+dense", pooling="avg")
+    peak = _harness.matmul_peak()
+    log(peak.text())
+
+    state = {}
+
+    def whole():
+        state["detector"] = MedoidLSTMDetector.from_training_data(
+            model, x, y, standardize=True, batch_size=batch
+        )
+
+    def extraction():
+        state["collected"] = taps.collect(x, batch_size=batch)
+
+    def plain_pass():
+        model.predict(x, batch_size=batch, verbose=0)
+
+    def medoids():
+        acts = state["collected"]["activations"]
+        state["medoids"] = ClassMedoids(num_classes=10).fit({k: acts[k] for k in taps.tap_names}, y)
+
+    def standardization():
+        acts = state["collected"]["activations"]
+        distance = MedoidDistance.from_medoids(state["medoids"], standardize=True)
+        distance.adapt([acts[k] for k in taps.tap_names])
+
+    extraction()  # so that medoids() and standardization() have their inputs
+    medoids()
+    with _harness.Load() as load:
+        timings = _harness.interleaved(
+            {
+                "`from_training_data` (whole)": whole,
+                "extraction (`DetectorModel.collect`)": extraction,
+                "medoids (`ClassMedoids.fit`)": medoids,
+                "standardization (`MedoidDistance.adapt`)": standardization,
+                "plain forward pass (`model.predict`)": plain_pass,
+            },
+            repeats,
+            warmup=0,
+            progress="fitting",
+        )
+    widths = [state["collected"]["activations"][k].shape[1] for k in taps.tap_names]
+    flops = medoid_flops(y, widths)
+    whole_t = timings["`from_training_data` (whole)"]
+    plain_t = timings["plain forward pass (`model.predict`)"]
+    limit_cpu = plain_t.median_cpu + peak.seconds(flops, "cpu")
+    limit_wall = plain_t.median_wall + peak.seconds(flops, "wall")
+    phases = [k for k in timings if k not in ("`from_training_data` (whole)",)]
+
+    command = "python benchmarks/fitting.py" + (" --quick" if args.quick else "")
+    if args.images:
+        command += f" --images {args.images}"
+    lines = [
+        "# Fitting cost: `MedoidLSTMDetector.from_training_data` vs its physical limit",
+        "",
+        _harness.environment(command),
+        "",
+        f"`mnist_cnn` (test accuracy {info['test_accuracy']:.4f}); the first {n:,} MNIST "
+        f"training images; taps {', '.join(taps.tap_names)} (GAP, widths "
+        f"{', '.join(str(w) for w in widths)}); `standardize=True`, batch {batch}; "
+        f"{repeats} interleaved repeats (order rotated), medians; {load.text()}.",
+        "",
+        f"Physical limit = one plain forward pass over the images + the medoids' "
+        f"{flops / 1e9:.1f} GFLOP of Gram products at the matmul peak ({peak.text()}): "
+        f"{limit_cpu:.2f} CPU-s ({limit_wall:.2f} s wall).",
+        "",
+    ]
+    rows = [
+        (
+            "physical limit",
+            f"{limit_cpu:.2f}",
+            f"{limit_wall:.2f}",
+            "1.00",
+            "-",
+        ),
+        (
+            "`from_training_data` (whole)",
+            whole_t.cell("cpu"),
+            whole_t.cell("wall"),
+            f"**{whole_t.median_cpu / limit_cpu:.2f}** (goal <= 2)",
+            "-",
+        ),
+    ]
+    total_phases = sum(timings[k].median_cpu for k in phases[:3])
+    for key in phases:
+        t = timings[key]
+        share = f"{100 * t.median_cpu / total_phases:.0f}%" if key in phases[:3] else "-"
+        rows.append((key, t.cell("cpu"), t.cell("wall"), f"{t.median_cpu / limit_cpu:.2f}", share))
+    rows.append(
+        (
+            "medoids' Gram products at the matmul peak",
+            f"{peak.seconds(flops, 'cpu'):.2f}",
+            f"{peak.seconds(flops, 'wall'):.2f}",
+            f"{peak.seconds(flops, 'cpu') / limit_cpu:.2f}",
+            "-",
+        )
+    )
+    lines += _harness.table(
+        ("what", "CPU s [q1-q3]", "wall s [q1-q3]", "/ physical limit (CPU)", "share of phases"),
+        rows,
+    )
+    medoid_t = timings["medoids (`ClassMedoids.fit`)"].median_cpu
+    lines += [
+        "",
+        f"The medoids run at {flops / medoid_t / 1e9:.1f} GFLOP per CPU-second of Gram "
+        f"products against a matmul peak of {peak.tf_cpu:.0f}: besides the product, every "
+        "Gram entry goes through about ten elementwise float32 passes in numpy (scale, "
+        "add the norms, clamp, square root, row and column sums, and the bound's "
+        "clamp, reciprocal and sums), which cost more than the product when the layer "
+        "is narrow (widths 10 to 200 here).",
+        "",
+        f"{(time.time() - start) / 60:.1f} minutes in all.",
+    ]
+    device = _harness.device_name()
+    suffix = "" if device == "cpu" else f"_{device}"
+    _harness.write_result(f"fitting{'_quick' if args.quick else ''}{suffix}.md", lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Graph-mode helpers of the in-training PGD loops (floor 1): step, projection, random start.
+
+Used by `training.AdversarialModel` and `detectors.ClassConditionalInputDetector`,
+whose inner attacks run inside a compiled `train_step`. `norm` is `"inf"` or
+`"l2"`; tensors are batches `(B, ...)`.
+"""
+
+
+def step_direction(grad, norm):
+    """The steepest-ascent direction of `grad`: its sign (L-inf) or unit L2 rows."""
+    import tensorflow as tf
+
+    if norm == "inf":
+        return tf.sign(grad)
+    axes = list(range(1, len(grad.shape)))
+    length = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=axes, keepdims=True))
+    return grad / tf.maximum(length, 1e-12)
+
+
+def project(x, x_adv, eps, norm, clip_min, clip_max):
+    """`x_adv` projected onto the `eps`-ball around `x`, then clipped to the valid range."""
+    import tensorflow as tf
+
+    delta = x_adv - x
+    if norm == "inf":
+        delta = tf.clip_by_value(delta, -eps, eps)
+    else:
+        axes = list(range(1, len(delta.shape)))
+        length = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=axes, keepdims=True))
+        delta = delta * tf.minimum(1.0, eps / tf.maximum(length, 1e-12))
+    return tf.clip_by_value(x + delta, clip_min, clip_max)
+
+
+def random_in_ball(shape, eps, norm):
+    """A uniform sample of the `eps`-ball: uniform per pixel (L-inf) or in the L2 ball.
+
+    For L2: a Gaussian direction and a radius `eps * U^(1/d)`.
+    """
+    import tensorflow as tf
+
+    if norm == "inf":
+        return tf.random.uniform(shape, -1.0, 1.0) * eps
+    direction = tf.random.normal(shape)
+    flat = tf.reshape(direction, [shape[0], -1])
+    d = tf.cast(tf.shape(flat)[1], tf.float32)
+    radius = eps * tf.random.uniform([shape[0]]) ** (1.0 / d)
+    flat = flat / tf.maximum(tf.norm(flat, axis=1, keepdims=True), 1e-12)
+    return tf.reshape(flat * radius[:, None], shape)
