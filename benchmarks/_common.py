@@ -5,7 +5,8 @@ module holds what they all need around it, once:
 
 - `parser(doc)`: an `argparse.ArgumentParser` with the common options
   `--dataset {digits,mnist,fashion_mnist,cifar10}`, `--quick`, `--out`,
-  `--num-images`, `--epochs`, `--splits`, `--seed`, `--no-cache`; a script
+  `--num-images`, `--epochs`, `--splits`, `--seed`, `--no-cache`,
+  `--adaptive-steps`; a script
   adds its own options to it.
 - `load(dataset, quick)`: the dataset (`load_dataset`) and its reference
   classifier (`models.load_or_train`, cached), as `(train, test, model, info)`.
@@ -61,6 +62,9 @@ def parser(doc, default_dataset="mnist"):
     p.add_argument("--splits", type=int, default=None, help="splits by source image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true", help="do not use the attack cache")
+    p.add_argument(
+        "--adaptive-steps", type=int, default=None, help="steps of each adaptive detector attack"
+    )
     return p
 
 
@@ -260,6 +264,7 @@ def evaluate_kwargs(args, *, splits=3, epochs=5, **extra):
         num_images=args.num_images,
         epochs=args.epochs or (3 if args.quick else epochs),
         cache_dir=False if args.no_cache else None,
+        adaptive_steps=args.adaptive_steps,
         **extra,
     )
 

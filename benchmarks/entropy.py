@@ -209,7 +209,7 @@ MOVED = (
     "- Against the previous run of this script (2026-11-20, 500 fixed test and 995 "
     "separate calibration images): thresholds now come from a split's clean "
     "calibration part of the same sources (fewer images, so TPR at 1% FPR is noisier), "
-    "every attack runs on the same images (the engine has no per-attack image count), "
+    "every attack runs on the same images, "
     "one-pixel, boundary and C&W run at smaller budgets, and the adaptive attack is the "
     "engine's selective / orthogonal PGD at the largest FPR (10%) instead of the hand-tuned "
     "margin-plus-penalty loss at 5%."

@@ -76,3 +76,7 @@ def test_rename_detectors_subset_and_evaluate_kwargs():
     args = _common.parse(_common.parser("doc"), ["--quick", "--splits", "4"])
     kw = _common.evaluate_kwargs(args, fpr=(0.05,))
     assert (kw["splits"], kw["epochs"], kw["quick"], kw["fpr"]) == (4, 3, True, (0.05,))
+    assert kw["adaptive_steps"] is None  # the engine's default
+    args = _common.parse(_common.parser("doc"), ["--adaptive-steps", "30", "--no-cache"])
+    kw = _common.evaluate_kwargs(args)
+    assert (kw["adaptive_steps"], kw["cache_dir"], kw["splits"]) == (30, False, 3)

@@ -76,6 +76,7 @@ CORE = [
 ]
 
 
+@pytest.mark.ci  # a subprocess with two logical devices: ~40 s; CI runs it (`pytest -m ci`)
 def test_fit_score_and_attack_under_mirrored_strategy():
     _check(_run(), CORE)
 

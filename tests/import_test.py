@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = (
     "cleverhans",
     "matplotlib.pyplot",
@@ -26,6 +28,7 @@ print("ADDED:" + ",".join(sorted(m for m in added if m.split(".")[0] in roots)))
 """
 
 
+@pytest.mark.ci  # a subprocess (TensorFlow import): CI runs it (`pytest -m ci`)
 def test_import_does_not_load_heavy_modules():
     stdout = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True

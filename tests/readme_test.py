@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.ci  # a fresh process that imports TensorFlow and runs evaluate: ~50 s; CI runs it
 def test_readme_quickstart_runs(tmp_path, digits_model):
     text = README.read_text()
     code = re.search(r"## Quickstart\n\n```python\n(.*?)```", text, re.S).group(1)
@@ -34,3 +37,11 @@ def test_readme_commands_match_ci():
     test_command = 'pip install -e ".[test]" && pytest'
     assert test_command in readme and test_command in ci
     assert "pip install -e . && advguard demo" in readme
+
+
+def test_ci_runs_the_checks_kept_out_of_the_default_run():
+    """Tests marked `ci` skip the default `pytest`; `.ci/run` must run them."""
+    ci = (README.parent / ".ci" / "run").read_text()
+    config = (README.parent / "pyproject.toml").read_text()
+    assert "not ci" in config
+    assert "python -m pytest -p no:cacheprovider -m ci\n" in ci

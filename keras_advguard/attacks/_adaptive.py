@@ -211,9 +211,9 @@ def orthogonal_part(g, other):
 
 def random_start(rng, x, eps, norm, clip_min, clip_max):
     """A uniform point of the `eps` ball around `x` (numpy), clipped."""
-    from keras_advguard.attacks.pgd_with_loss import _random_in_ball
+    from keras_advguard.attacks import _common
 
     if eps == 0:
         return np.array(x, dtype="float32")
-    noise = _random_in_ball(rng, x.shape, norm, eps)
+    noise = _common.random_in_ball(rng, x.shape, norm, eps)
     return np.clip(x + noise, clip_min, clip_max).astype("float32")

@@ -203,6 +203,22 @@ def check_batch_args(batch_args, n):
     return checked
 
 
+def random_in_ball(rng, shape, norm, eps):
+    """Uniform samples from the `norm` ball of radius `eps`, one per row.
+
+    Drawn from the numpy generator `rng` (so a seeded attack repeats
+    exactly): uniform per pixel for L-infinity; a Gaussian direction and a
+    radius `eps * U^(1/d)` for L2.
+    """
+    if norm == np.inf:
+        return rng.uniform(-eps, eps, size=shape).astype("float32")
+    n, dim = shape[0], int(np.prod(shape[1:]))
+    direction = rng.standard_normal((n, dim))
+    direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
+    radius = eps * rng.uniform(size=(n, 1)) ** (1.0 / dim)
+    return (direction * radius).reshape(shape).astype("float32")
+
+
 def check_common(batch_size, verbose, targeted=False, seed=None):
     """The arguments every attack takes besides the data."""
     _validation.check_positive_int("batch_size", batch_size)

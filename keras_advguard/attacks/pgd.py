@@ -28,8 +28,11 @@ def pgd(
     takes `nb_iter` steps of size `eps_iter` along the signed (L-infinity)
     or L2-normalised (L2) gradient of the cross-entropy, each followed by a
     projection onto the ball and the clip range. Runs cleverhans'
-    `projected_gradient_descent`. The random start draws from TensorFlow's
-    global generator: call `keras.utils.set_random_seed` for repeatable runs.
+    `projected_gradient_descent`; with a `seed`, the random start is drawn
+    from that seed (numpy) and the same steps (cleverhans'
+    `fast_gradient_method` and `clip_eta`) run from it, so a seeded attack
+    repeats exactly. With `seed=None` the start draws from TensorFlow's
+    global generator (`keras.utils.set_random_seed` makes it repeatable).
 
     Args:
         model: a Keras model (attacked on its pre-softmax logits when it ends
@@ -50,7 +53,8 @@ def pgd(
         clip_max: largest valid input value. Defaults to `1.0`.
         batch_size: samples per batch. Defaults to `128`.
         verbose: `0` silent, `1`/`2` a progress bar per batch. Defaults to `0`.
-        seed: seed of the random targets. Defaults to `None`.
+        seed: seed of the random start and the random targets. Defaults to
+            `None`.
 
     Returns:
         An `AttackResult`.
@@ -75,14 +79,39 @@ def pgd(
         Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
     """
     from keras_advguard import _validation
-    from keras_advguard.attacks import _cleverhans_fixes
+    from keras_advguard.attacks import _adaptive, _cleverhans_fixes
 
     eps = _common.check_eps(eps)
     eps_iter = _common.check_step(eps, eps_iter, nb_iter)
     norm = _common.check_norm(norm)
     _validation.check_type("rand_init", rand_init, bool)
 
+    def _steps_from(logits_fn, xb, start, labels):
+        """cleverhans' PGD loop, started at `start` instead of its own draw."""
+        import tensorflow as tf
+        from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+        from cleverhans.tf2.utils import clip_eta
+
+        x_adv = tf.constant(start, dtype=xb.dtype)
+        for _ in range(nb_iter):
+            x_adv = fast_gradient_method(
+                logits_fn,
+                x_adv,
+                eps_iter,
+                norm,
+                clip_min=clip_min,
+                clip_max=clip_max,
+                y=labels,
+                targeted=targeted,
+            )
+            x_adv = xb + clip_eta(x_adv - xb, norm, eps)
+            x_adv = tf.clip_by_value(x_adv, clip_min, clip_max)
+        return x_adv
+
     def attack_batch(logits_fn, xb, labels, rng):
+        if rand_init and seed is not None:
+            start = _adaptive.random_start(rng, xb.numpy(), eps, norm, clip_min, clip_max)
+            return _steps_from(logits_fn, xb, start, labels)
         return _cleverhans_fixes.projected_gradient_descent(
             logits_fn,
             xb,

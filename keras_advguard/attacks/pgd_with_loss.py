@@ -151,7 +151,7 @@ def pgd_with_loss(
         x_adv = xb
         if rand_init and eps > 0:
             x_adv = tf.clip_by_value(
-                xb + _random_in_ball(rng, xb.shape, norm, eps), clip_min, clip_max
+                xb + _common.random_in_ball(rng, xb.shape, norm, eps), clip_min, clip_max
             )
         y_batch = None if y is None else keras.tree.map_structure(tf.constant, y)
         for _ in range(nb_iter):
@@ -186,14 +186,3 @@ def pgd_with_loss(
             "loss_fn": getattr(loss_fn, "__name__", repr(loss_fn)),
         },
     )
-
-
-def _random_in_ball(rng, shape, norm, eps):
-    """Uniform samples from the `norm` ball of radius `eps`, one per row."""
-    if norm == np.inf:
-        return rng.uniform(-eps, eps, size=shape).astype("float32")
-    n, dim = shape[0], int(np.prod(shape[1:]))
-    direction = rng.standard_normal((n, dim))
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    radius = eps * rng.uniform(size=(n, 1)) ** (1.0 / dim)
-    return (direction * radius).reshape(shape).astype("float32")

@@ -1,16 +1,19 @@
 """Exact L2 medoids of each class at each tapped layer (Caldelli et al.)."""
 
 import math
+import os
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import numpy as np
 
 from keras_advguard import _progress, _validation
 
-# Unit roundoff of float32 (round to nearest).
+# Unit roundoffs of float32 and float64 (round to nearest).
 _U32 = 2.0**-24
+_U64 = 2.0**-53
 
 
 class ClassMedoids:
@@ -23,20 +26,32 @@ class ClassMedoids:
         R_c^l = argmin_{y in {a_l^k}}  sum_k || y - a_l^k ||_2
 
     The sums are computed one class at a time, in square blocks of
-    `block_size x block_size` pairs, as
-    `sqrt(max(0, ||a||^2 + ||b||^2 - 2 a.b))` with a float32 matrix product on
-    the class-centered activations and float64 accumulation of the sums; the
-    symmetry of the distance matrix halves the products. A rigorous bound on
-    the float32 rounding error of every sum selects the members that can still
-    be the medoid; when more than one can, their sums are recomputed in float64
-    from direct differences. The result is therefore the medoid of the float64
-    brute force `argmin_i sum_k ||a_i - a_k||`, ties (equal float64 sums,
-    e.g. duplicated samples) going to the lowest sample index like
-    `numpy.argmin`.
+    `block_size x block_size` pairs, as `sqrt(|a.b'|)` where one float32
+    matrix product of the class-centered activations augmented with their
+    squared norms (`a = [-2x, ||x||^2, 1]`, `b = [x, 1, ||x||^2]`) gives
+    `||x||^2 + ||x'||^2 - 2 x.x'`; the row sums are matrix-vector products,
+    added up in float64, and the symmetry of the distance matrix halves the
+    work. A rigorous bound on the rounding error of every sum selects the
+    members that can still be the medoid; when more than one can, their sums
+    are recomputed the same way in float64, centered on the float32 winner
+    (close pairs then cancel relative to their own small norms), with the
+    float64 bound; if still more than one can, in float64 from direct
+    differences. The result is therefore the medoid of the float64 brute force
+    `argmin_i sum_k ||a_i - a_k||`, ties (equal float64 sums, e.g. duplicated
+    samples) going to the lowest sample index like `numpy.argmin`.
 
-    Memory: besides the caller's arrays, one class of one layer at a time
-    (`K_c x N_l` float32 plus a copy in the input dtype) and two
-    `block_size x block_size` float32 blocks; nothing grows with the total
+    Speed: the matrix products run on one BLAS thread each (a multi-threaded
+    BLAS spends more time synchronizing than multiplying on blocks this
+    small) and the layers of a class run in parallel threads, one per CPU
+    core. On the 60,000 MNIST training images with 7 taps of widths 10 to 200
+    this is about the time of the Gram products at the machine's matmul peak
+    (`benchmarks/fitting.py`).
+
+    Memory: besides the caller's arrays, per layer in flight (one per core),
+    one class (`K_c x N_l` in the input dtype, two `K_c x (N_l + 2)` float32
+    operands, and float64 ones of the same shape when the float64 stage runs)
+    and one `block_size x block_size` block (float64 at most, `8 *
+    block_size**2` bytes, 2 MiB at the default); nothing grows with the total
     number of samples. Time: `O(K_c^2 N_l)` per class and layer.
 
     Args:
@@ -55,8 +70,9 @@ class ClassMedoids:
         seed: seed of the subset drawn when `max_samples_per_class` applies;
             class `c` uses `numpy.random.default_rng([seed, c])`, so a class's
             subset does not depend on the other classes. Defaults to `0`.
-        block_size: side of the square blocks of pairwise distances; the two
-            working blocks take `8 * block_size**2` bytes. Defaults to `512`.
+        block_size: side of the square blocks of pairwise distances; the
+            working block takes `4 * block_size**2` bytes (float32; twice
+            that in the float64 stage). Defaults to `512`.
         verbose: `0` silent, `1` a progress bar over classes (and over batches
             in `fit_from_model`). Defaults to `0`.
 
@@ -180,23 +196,32 @@ class ClassMedoids:
         indices = {k: np.empty(num_classes, dtype=np.int64) for k in layers}
         used = np.empty(num_classes, dtype=np.int64)
         bar = _progress.progress_bar(num_classes, verbose=self.verbose, unit_name="class")
-        for c in range(num_classes):
-            members = order[bounds[c] : bounds[c + 1]]
-            cap = self.max_samples_per_class
-            if cap is not None and len(members) > cap:
-                rng = np.random.default_rng([self.seed, c])
-                members = np.sort(rng.choice(members, size=cap, replace=False))
-            used[c] = len(members)
-            for key, value in layers.items():
-                points = np.asarray(value[members])
-                try:  # per class: a memory map is read once
-                    _validation.check_finite(f"activations_by_layer[{key!r}]", points)
-                except ValueError as error:
-                    raise ValueError(f"{error}, in the samples of class {c}") from None
-                local = _medoid_index(points, self.block_size)
-                indices[key][c] = members[local]
-                medoids[key][c] = points[local]
-            bar.update(c + 1)
+        block_size = self.block_size
+
+        def medoid_of(key, members, c):
+            points = np.asarray(layers[key][members])
+            try:  # per class: a memory map is read once
+                _validation.check_finite(f"activations_by_layer[{key!r}]", points)
+            except ValueError as error:
+                raise ValueError(f"{error}, in the samples of class {c}") from None
+            local = _medoid_index(points, block_size)
+            return local, points[local]
+
+        workers = max(1, min(len(layers), _usable_cores()))
+        with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
+            for c in range(num_classes):
+                members = order[bounds[c] : bounds[c + 1]]
+                cap = self.max_samples_per_class
+                if cap is not None and len(members) > cap:
+                    rng = np.random.default_rng([self.seed, c])
+                    members = np.sort(rng.choice(members, size=cap, replace=False))
+                used[c] = len(members)
+                futures = {key: pool.submit(medoid_of, key, members, c) for key in layers}
+                for key, future in futures.items():  # errors in layer order
+                    local, row = future.result()
+                    indices[key][c] = members[local]
+                    medoids[key][c] = row
+                bar.update(c + 1)
 
         self.medoids_ = medoids
         self.medoid_indices_ = indices
@@ -276,6 +301,23 @@ class ClassMedoids:
         _validation.check_choice("verbose", self.verbose, (0, 1, 2))
 
 
+def _usable_cores():
+    """The CPU cores this process may run on (its affinity where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - macOS, Windows
+
+
+def _one_blas_thread():
+    """Context: the BLAS of numpy on one thread (`threadpoolctl`, a scikit-learn
+    dependency); a no-op where it is missing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn always brings it
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _as_layer_dict(activations_by_layer):
     if isinstance(activations_by_layer, Mapping):
         items = list(activations_by_layer.items())
@@ -322,14 +364,44 @@ def _medoid_index(points, block_size):
         return 0
     # Balanced blocks: ceil(k / block_size) blocks of (nearly) equal size.
     b = -(-k // -(-k // block_size))
-    # Center (distances do not change) so that the float32 cancellation in
-    # ||a||^2 + ||b||^2 - 2ab is relative to the class spread, not its offset.
-    # Float32 points minus a float32 center: the shift is exact for every point
-    # alike, the subtraction's rounding is relative to the centered value.
-    # Scaled by a power of two (exact, and the medoid does not change) so that
-    # the largest centered coordinate lies in [0.5, 1): the float32 squares,
-    # norms and products below can neither overflow (activations of ~1e20
-    # have float32 squared norms beyond its range) nor underflow.
+    # Stage 1, float32: every sum, with a rigorous bound on its error.
+    y = _centered_float32(points, b)
+    norms = np.einsum("ij,ij->i", y, y, dtype=np.float64)
+    left, right = _augmented(y, norms, np.float32)
+    del y
+    sums = _distance_sums(left, right, b)
+    del left, right
+    bound = _sum_bound(norms, sums, dim, b, _U32, 1.01 * _U32)
+    candidates = np.flatnonzero(sums - bound <= np.min(sums + bound))
+    if len(candidates) > 1:
+        # Stage 2, float64, centered on the stage-1 minimum: the candidates' sums.
+        candidates = _refine(points, int(np.argmin(sums)), candidates, b)
+    if len(candidates) == 1:
+        return int(candidates[0])
+    # Identical rows have identical sums: keep the first of each.
+    first = {}
+    for i in candidates:
+        first.setdefault(points[i].tobytes(), i)
+    candidates = np.array(sorted(first.values()))
+    if len(candidates) == 1:
+        return int(candidates[0])
+    exact = [_distance_sum(points, i, b) for i in candidates]
+    return int(candidates[int(np.argmin(exact))])
+
+
+def _centered_float32(points, block):
+    """The rows centered on their mean and scaled by a power of two, in float32.
+
+    Centering does not change the distances, so that the float32 cancellation
+    in `||a||^2 + ||b||^2 - 2ab` is relative to the class spread, not its
+    offset. Float32 points minus a float32 center: the shift is exact for every
+    point alike, the subtraction's rounding is relative to the centered value.
+    The power of two (exact, and the medoid does not change) puts the largest
+    centered coordinate in [0.5, 1): the float32 squares, norms and products
+    can neither overflow (activations of ~1e20 have float32 squared norms
+    beyond its range) nor underflow.
+    """
+    k, dim = points.shape
     y = np.empty((k, dim), dtype=np.float32)
     center = points.mean(axis=0, dtype=np.float64)
     spread = float(
@@ -343,59 +415,131 @@ def _medoid_index(points, block_size):
         np.subtract(points, center.astype(np.float32), out=y)
         y *= np.float32(scale)
     else:
-        for s in range(0, k, b):
-            y[s : s + b] = (points[s : s + b] - center) * scale
-    norms = np.einsum("ij,ij->i", y, y, dtype=np.float64)
-    norms32 = norms.astype(np.float32)
-    # |computed d^2 - exact d^2| <= delta for every pair (float32 dot products of
-    # length `dim`, rounding of the norms and of the two additions).
-    delta = (dim + 8) * _U32 * 1.01 * 2.0 * float(norms.max())
-    root = np.float32(math.sqrt(delta))
+        for s in range(0, k, block):
+            y[s : s + block] = (points[s : s + block] - center) * scale
+    return y
 
-    sums = np.zeros(k)  # sum_k d~_ik
-    inv = np.zeros(k)  # sum_k 1 / max(d~_ik, sqrt(delta))
-    g_buf = np.empty(b * b, dtype=np.float32)
-    w_buf = np.empty(b * b, dtype=np.float32)
-    for i0 in range(0, k, b):
-        i1 = min(k, i0 + b)
-        for j0 in range(i0, k, b):
-            j1 = min(k, j0 + b)
-            shape = (i1 - i0, j1 - j0)
-            g = g_buf[: shape[0] * shape[1]].reshape(shape)
-            np.matmul(y[i0:i1], y[j0:j1].T, out=g)
-            g *= -2.0
-            g += norms32[i0:i1, None]
-            g += norms32[None, j0:j1]
-            np.maximum(g, 0.0, out=g)
-            np.sqrt(g, out=g)
-            sums[i0:i1] += g.sum(axis=1, dtype=np.float64)
-            if j0 != i0:
-                sums[j0:j1] += g.sum(axis=0, dtype=np.float64)
-            if delta > 0.0:
-                w = w_buf[: shape[0] * shape[1]].reshape(shape)
-                np.maximum(g, root, out=w)
-                np.reciprocal(w, out=w)
-                inv[i0:i1] += w.sum(axis=1, dtype=np.float64)
+
+def _augmented(y, norms, dtype):
+    """`left, right` with `left_i . right_j = ||y_i||^2 + ||y_j||^2 - 2 y_i . y_j`.
+
+    `left = [-2 y, ||y||^2, 1]`, `right = [y, 1, ||y||^2]`: one matrix product
+    gives the squared distances (the factor -2 is exact).
+    """
+    k, dim = y.shape
+    left = np.empty((k, dim + 2), dtype=dtype)
+    np.multiply(y, -2.0, out=left[:, :dim])
+    left[:, dim] = norms
+    left[:, dim + 1] = 1.0
+    right = np.empty((k, dim + 2), dtype=dtype)
+    right[:, :dim] = y
+    right[:, dim] = 1.0
+    right[:, dim + 1] = norms
+    return left, right
+
+
+def _distance_sums(left, right, block, rows=None):
+    """`sum_j sqrt(|left_i . right_j|)` for the rows `i` (all when `None`).
+
+    Blocks of `block x block` pairs: one matrix product, an absolute value and
+    a square root in place, the sums by matrix-vector products (BLAS), added
+    up in float64. For all rows the distance matrix's symmetry halves the work
+    (each off-diagonal block gives its row and its column sums).
+    """
+    k = len(left)
+    dtype = left.dtype
+    g_buf = np.empty(block * block, dtype=dtype)
+    ones = np.ones(block, dtype=dtype)
+    part = np.empty(block, dtype=dtype)
+    if rows is None:
+        sums = np.zeros(k)
+        for i0 in range(0, k, block):
+            i1 = min(k, i0 + block)
+            for j0 in range(i0, k, block):
+                j1 = min(k, j0 + block)
+                g = _root_block(left[i0:i1], right[j0:j1], g_buf)
+                np.matmul(g, ones[: j1 - j0], out=part[: i1 - i0])
+                sums[i0:i1] += part[: i1 - i0]
                 if j0 != i0:
-                    inv[j0:j1] += w.sum(axis=0, dtype=np.float64)
+                    np.matmul(ones[: i1 - i0], g, out=part[: j1 - j0])
+                    sums[j0:j1] += part[: j1 - j0]
+        return sums
+    sums = np.zeros(len(rows))
+    for r0 in range(0, len(rows), block):
+        r1 = min(len(rows), r0 + block)
+        lhs = left[rows[r0:r1]]
+        for j0 in range(0, k, block):
+            j1 = min(k, j0 + block)
+            g = _root_block(lhs, right[j0:j1], g_buf)
+            np.matmul(g, ones[: j1 - j0], out=part[: r1 - r0])
+            sums[r0:r1] += part[: r1 - r0]
+    return sums
 
-    # Per pair |d~ - d| <= delta / max(d~, sqrt(delta)) (+ the square root's own
-    # rounding); casting the centered points to float32 moves each by at most
-    # u * ||y_i||. Summing gives a bound on |sums_i - exact sum_i|.
+
+def _root_block(lhs, rhs, buffer):
+    g = buffer[: len(lhs) * len(rhs)].reshape(len(lhs), len(rhs))
+    np.matmul(lhs, rhs.T, out=g)
+    np.abs(g, out=g)  # a negative d^2 (rounding) is below the error bound
+    return np.sqrt(g, out=g)
+
+
+def _gamma(n, u):
+    return n * u / (1.0 - n * u)
+
+
+def _sum_bound(norms, sums, dim, sum_terms, u, norm_error):
+    """Rigorous bound on `|sums_i - exact sum_i|` (the float32 or the float64 stage).
+
+    Per pair, the product's rounding (`dim + 2` terms summing to at most
+    `2 (n_i + n_j)` in absolute value) and the norms' own error (`norm_error`,
+    relative) put the computed `d^2` within `e_ij = c (n_i + n_j)` of the exact
+    one, hence the distance within `sqrt(e_ij) <= sqrt(c) (|y_i| + |y_j|)`, and
+    `<= sqrt(2 c max n)`. Added: the square root's rounding, the accumulation
+    of the sums (at most `sum_terms` addends in the working precision, then
+    float64) and the rounding of the points themselves (each moves by at most
+    `u |y_i|`, so each distance by `u (|y_i| + |y_j|)`).
+    """
+    k = len(norms)
     lengths = np.sqrt(norms)
-    bound = delta * inv + 1.01 * _U32 * (sums + k * lengths + lengths.sum()) + 1e-12 * sums + 1e-300
-    candidates = np.flatnonzero(sums - bound <= np.min(sums + bound))
-    if len(candidates) == 1:
-        return int(candidates[0])
-    # Identical rows have identical sums: keep the first of each.
-    first = {}
-    for i in candidates:
-        first.setdefault(points[i].tobytes(), i)
-    candidates = np.array(sorted(first.values()))
-    if len(candidates) == 1:
-        return int(candidates[0])
-    exact = [_distance_sum(points, i, b) for i in candidates]
-    return int(candidates[int(np.argmin(exact))])
+    spread_sums = k * lengths + float(lengths.sum())
+    c = 1.01 * (2.0001 * _gamma(dim + 2, u) + norm_error)
+    return (
+        math.sqrt(c) * np.minimum(spread_sums, k * math.sqrt(2.0 * float(norms.max())))
+        + (1.01 * (_gamma(sum_terms, u) + u) + _gamma(k + 1, _U64)) * sums
+        + 1.01 * u * spread_sums
+        + k * 1e-30
+    )
+
+
+def _refine(points, center, candidates, block):
+    """The candidates whose sums, recomputed in float64, can still be the least.
+
+    The points are centered on one of them (`center`, the float32 stage's
+    least sum: in a dense cluster, so that the cancellation of close pairs is
+    relative to their own small norms) and scaled by a power of two; the
+    squared-norm products of the candidates' rows (all pairs by symmetry when
+    they are more than half) with the float64 counterpart of the float32
+    bound.
+    """
+    k, dim = points.shape
+    z = np.empty((k, dim))
+    origin = points[center].astype(np.float64)
+    for s in range(0, k, block):
+        np.subtract(points[s : s + block], origin, out=z[s : s + block])
+    spread = float(np.max(np.abs(z)))
+    if spread > 0.0:
+        z *= 2.0 ** -np.frexp(spread)[1]
+    norms = np.einsum("ij,ij->i", z, z)
+    left, right = _augmented(z, norms, np.float64)
+    del z
+    if 2 * len(candidates) > k:
+        sums = _distance_sums(left, right, block)
+    else:
+        sums = np.zeros(k)
+        sums[candidates] = _distance_sums(left, right, block, rows=candidates)
+    bound = _sum_bound(norms, sums, dim, 2 * k + 2, _U64, _gamma(dim, _U64))[candidates]
+    sums = sums[candidates]
+    return candidates[sums - bound <= np.min(sums + bound)]
 
 
 def _distance_sum(points, i, block_size):

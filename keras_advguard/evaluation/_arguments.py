@@ -112,6 +112,8 @@ def check_arguments(
     batch_size,
     adaptive_eps=None,
     adaptive_steps=None,
+    return_adversarial=False,
+    baselines=True,
 ):
     import keras
 
@@ -198,8 +200,18 @@ def check_arguments(
     specs = _threats.check_attacks(
         list(attacks) if isinstance(attacks, tuple) and not _threats._is_spec(attacks) else attacks
     )
-    specs = [(n, _threats.attack_params(n, p, eps=eps, quick=quick)) for n, p in specs]
-    _threats.labels_of(specs)
+    split = [(n, *_threats.split_options(n, p)) for n, p in specs]
+    specs = [(n, _threats.attack_params(n, p, eps=eps, quick=quick)) for n, p, _ in split]
+    options = [o for _, _, o in split]
+    for (name, _), o in zip(specs, options, strict=True):
+        if o.get("num_images", 0) > num_images:
+            raise ValueError(
+                f"The `num_images` of attack {name!r} must not exceed the evaluation's "
+                f"num_images={num_images}. Received: num_images={o['num_images']}"
+            )
+    _threats.labels_of(specs, options)
+    _validation.check_type("return_adversarial", return_adversarial, bool)
+    _validation.check_type("baselines", baselines, bool)
     if cache_dir is False:
         cache_dir = None
     elif cache_dir is None:
@@ -212,6 +224,9 @@ def check_arguments(
         "test": (x_test, y_test),
         "defences": _defences.check_defences(defences),
         "attacks": specs,
+        "attack_options": options,
+        "return_adversarial": bool(return_adversarial),
+        "baselines": bool(baselines),
         "threat_models": tuple(threat_models),
         "fpr": tuple(float(f) for f in fprs),
         "splits": int(splits),

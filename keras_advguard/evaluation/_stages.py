@@ -1,5 +1,6 @@
 """The stages of `evaluate`: attacks (cached), detectors, sanitizers, adaptive attacks."""
 
+import dataclasses
 import inspect
 import time
 
@@ -43,13 +44,43 @@ def run_attack(cache, model_hash, model, name, params, x, y, config, seed):
     return result, False
 
 
-def unique_names(names):
-    """`names` with `_2`, `_3`... appended to repeats."""
-    seen, out = {}, []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return out
+@dataclasses.dataclass
+class Attacked:
+    """One oblivious attack's run over the evaluated images.
+
+    Attributes:
+        rows: indices into the evaluated images that were attacked (all of
+            them, or the first `num_images` sources).
+        result: the `AttackResult` over those rows.
+        targets: the target labels of the rows (a targeted attack), else
+            `None`.
+    """
+
+    rows: np.ndarray
+    result: object
+    targets: object = None
+
+    @property
+    def targeted(self):
+        return self.targets is not None
+
+    def attack_labels(self, y_eval):
+        """What the attack is given as `y`: the targets, else the true labels."""
+        return self.targets if self.targeted else y_eval[self.rows]
+
+    def success(self, y_eval):
+        """Bool `(len(rows),)`: classified as the target (targeted), else not as the truth."""
+        after = self.result.y_pred_after
+        return after == self.targets if self.targeted else after != y_eval[self.rows]
+
+    def full(self, values, fill):
+        """`values` of the rows spread over every evaluated image (`fill` elsewhere)."""
+        values = np.asarray(values)
+        if len(self.rows) == len(fill) and np.array_equal(self.rows, np.arange(len(fill))):
+            return values
+        out = np.array(fill, dtype=values.dtype, copy=True)
+        out[self.rows] = values
+        return out
 
 
 def _score(detector, x, config):
@@ -123,7 +154,7 @@ def fit_unsupervised(detector, x_fit_clean, y_fit_clean, config):
 
 
 def evaluate_detector(
-    detector, inputs, x_sources, adv_mask, labels, split_list, config, timing, log
+    detector, inputs, x_sources, adv_mask, labels, split_list, config, timing, log, name=None
 ):
     """Per-attack, mixed and attack-unknown figures of one (fitted, if statistical) detector.
 
@@ -133,6 +164,7 @@ def evaluate_detector(
     first split for a trained detector), calibrated at the largest `fpr`.
     """
     fprs = config["fpr"]
+    name = name or type(detector).__name__
     supervised = bool(getattr(detector, "supervised", False))
     entry = {
         "class": type(detector).__name__,
@@ -203,7 +235,7 @@ def evaluate_detector(
                         )
                     )
         log(
-            f"{type(detector).__name__}: trained {len(split_list) * (len(labels) + 1)} times "
+            f"{name}: trained {len(split_list) * (len(labels) + 1)} times "
             f"({len(split_list)} splits x {len(labels)} attacks + mixed)"
             + (" on shared-pass features" if inputs.shared else "")
         )
@@ -215,7 +247,7 @@ def evaluate_detector(
         }
     else:
         entry["attack_unknown"] = {}
-    log(f"{type(detector).__name__}: mixed AUC " + _fmt(entry["oblivious"]["mixed"], "auc"))
+    log(f"{name}: mixed AUC " + _fmt(entry["oblivious"]["mixed"], "auc"))
     return entry, fold_scores, final
 
 
@@ -249,7 +281,7 @@ def _measure(split, clean, adv, adv_mask, labels, fprs, folds, fold_scores, only
 
 
 def adaptive_detector(
-    model, detector, x_sources, y_sources, split, config, eps, budget, seed, entry, log
+    model, detector, x_sources, y_sources, split, config, eps, budget, seed, entry, log, name=None
 ):
     """The adaptive figures of one calibrated detector on the first split's test sources.
 
@@ -258,6 +290,7 @@ def adaptive_detector(
     score), so a defence is reported against the better of the two.
     """
     fprs = config["fpr"]
+    name_in_log = name or type(detector).__name__
     x = x_sources[split.test]
     y = y_sources[split.test]
     cal = _score(detector, x_sources[split.calibration], config)
@@ -279,7 +312,7 @@ def adaptive_detector(
                 attack=name,
             )
         except Exception as error:  # a score_tensor that cannot be traced: say so
-            log(f"{type(detector).__name__}: {name} failed: {one_line(error)}")
+            log(f"{name_in_log}: {name} failed: {one_line(error)}")
             per_attack[name] = {"error": one_line(error)}
             continue
         scores = _score(detector, result.x_adv, config)
@@ -314,36 +347,50 @@ def adaptive_detector(
     if measured is not None:
         out.update(auc=measured["auc"], tpr=measured["tpr"], fpr=measured["fpr"])
     log(
-        f"{type(detector).__name__}: adaptive success {out['success_rate']:.3f}, SR@"
+        f"{name_in_log}: adaptive success {out['success_rate']:.3f}, SR@"
         f"{max(fprs):g} {out['sr_at_fpr'][-1]:.3f} ({out['attack']}, per source)"
     )
     return out
 
 
 def evaluate_sanitizer(
-    defence, x_eval, y_eval, results, labels, specs, config, cache, seed, adaptive_wanted, log
+    defence, x_eval, y_eval, attacked, labels, specs, config, cache, seed, adaptive_wanted, log
 ):
-    """Accuracy of a sanitized model, clean and under each attack (both threat models)."""
+    """Accuracy of a sanitized model, clean and under each attack (both threat models).
+
+    `attacked` maps each attack label to its `Attacked` run; the accuracy
+    under an attack is over the images it attacked (all of them unless
+    the attack has its own `num_images`), against the true labels.
+    """
     batch_size = config["batch_size"]
-    acc = lambda m, x: float(np.mean(predict_labels(m, x, batch_size) == y_eval))  # noqa: E731
-    out = {"oblivious": {"clean": acc(defence.model, x_eval)}, "adaptive": {}}
+
+    def acc(m, x, y):
+        return float(np.mean(predict_labels(m, x, batch_size) == y))
+
+    out = {
+        "oblivious": {"clean": acc(defence.model, x_eval, y_eval)},
+        "adaptive": {},
+        "after": list(defence.after or []),
+    }
     for label in labels:
-        out["oblivious"][label] = acc(defence.model, results[label].x_adv)
+        a = attacked[label]
+        out["oblivious"][label] = acc(defence.model, a.result.x_adv, y_eval[a.rows])
     if adaptive_wanted:
         adaptive_hash = _cache.model_fingerprint(defence.adaptive_model)
         for label, (name, params) in zip(labels, specs, strict=True):
+            a = attacked[label]
             result, _ = run_attack(
                 cache,
                 adaptive_hash,
                 defence.adaptive_model,
                 name,
                 params,
-                x_eval,
-                y_eval,
+                x_eval[a.rows],
+                a.attack_labels(y_eval),
                 config,
                 seed,
             )
-            out["adaptive"][label] = acc(defence.model, result.x_adv)
+            out["adaptive"][label] = acc(defence.model, result.x_adv, y_eval[a.rows])
     log(
         f"sanitizer {defence.name}: clean {out['oblivious']['clean']:.3f}, "
         + ", ".join(f"{k} {v:.3f}" for k, v in out["oblivious"].items() if k != "clean")

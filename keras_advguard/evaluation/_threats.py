@@ -108,8 +108,88 @@ def attack_params(name, params, *, eps, quick):
     return full
 
 
-def labels_of(specs):
-    """Unique report names: the attack's name, with its parameters when repeated."""
+ENGINE_OPTIONS = ("num_images", "target")
+"""Keys of an attack's params that `evaluate` itself takes (the attack never sees them)."""
+
+TARGET_MODES = ("random", "next")
+"""Target choices of a targeted attack: a seeded random other class, or `(y + 1) % C`."""
+
+
+def split_options(name, params):
+    """Split one attack's params into `(attack params, engine options)`, checked.
+
+    The options are `num_images` (attack only the first that many sources)
+    and `target` (`"random"` or `"next"`, a targeted attack); `targeted=True`
+    alone means `target="random"`. A targeted attack's params keep
+    `targeted=True` (the attack function's own argument).
+
+    Raises:
+        ValueError: a bad `num_images` or `target`, `targeted=False` with a
+            `target`, or a target for an attack that cannot be targeted.
+        TypeError: `num_images` not an integer or `targeted` not a bool.
+    """
+    params = dict(params)
+    options = {key: params.pop(key) for key in ENGINE_OPTIONS if key in params}
+    if "num_images" in options:
+        n = options["num_images"]
+        if isinstance(n, bool) or not isinstance(n, int | np.integer):
+            raise TypeError(
+                f"The `num_images` of attack {name!r} must be an integer. "
+                f"Received: num_images={n!r}"
+            )
+        if n < 1:
+            raise ValueError(
+                f"The `num_images` of attack {name!r} must be >= 1. Received: num_images={n!r}"
+            )
+        options["num_images"] = int(n)
+    targeted = params.get("targeted", None)
+    if targeted is not None and not isinstance(targeted, bool | np.bool_):
+        raise TypeError(
+            f"The `targeted` of attack {name!r} must be a bool. Received: targeted={targeted!r}"
+        )
+    if "target" in options:
+        if options["target"] not in TARGET_MODES:
+            raise ValueError(
+                f"The `target` of attack {name!r} must be one of {TARGET_MODES}. "
+                f"Received: target={options['target']!r}"
+            )
+        if targeted is not None and not targeted:
+            raise ValueError(
+                f"Attack {name!r} is given a `target` but `targeted=False`. "
+                f"Received: targeted=False, target={options['target']!r}"
+            )
+    elif targeted:
+        options["target"] = "random"
+    if "target" in options:
+        if "targeted" not in inspect.signature(attack_function(name)).parameters:
+            raise ValueError(
+                f"Attack {name!r} cannot be targeted (it takes no `targeted` argument). "
+                f"Received: target={options['target']!r}"
+            )
+        params["targeted"] = True
+    return params, options
+
+
+def attack_targets(mode, y, num_classes, seed):
+    """Target labels `!= y`: `"next"` = `(y + 1) % C`; `"random"` = seeded uniform other class.
+
+    The random targets depend only on `seed` and `y`, so every targeted
+    attack of one evaluation aims at the same targets.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    if mode == "next":
+        return (y + 1) % num_classes
+    offsets = np.random.default_rng([int(seed), 104]).integers(1, num_classes, size=len(y))
+    return (y + offsets) % num_classes
+
+
+def labels_of(specs, options=None):
+    """Unique report names: the attack's name, with its parameters when repeated.
+
+    `options` (one dict per spec, see `split_options`) count as parameters.
+    """
+    if options is not None:
+        specs = [(n, {**p, **o}) for (n, p), o in zip(specs, options, strict=True)]
     names = [name for name, _ in specs]
     labels = []
     for name, params in specs:

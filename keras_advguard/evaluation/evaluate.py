@@ -32,15 +32,19 @@ def evaluate(
     batch_size=128,
     adaptive_eps=None,
     adaptive_steps=None,
+    return_adversarial=False,
+    baselines=True,
 ):
     """Evaluate defences of `model` against attacks, honestly, in one call.
 
     The protocol of METHODS.md section 7, once for every defence:
 
     1. **Sets.** `num_images` test images are attacked with each attack
-       (with their true labels). The *sources* are the test images the
-       classifier gets right (the clean set); an attack's adversarial set is
-       its successful attacks on them. Counts are reported.
+       (with their true labels; a targeted attack with target labels, an
+       attack with its own `num_images` on the first that many sources
+       only). The *sources* are the test images the classifier gets right
+       (the clean set); an attack's adversarial set is its successful
+       attacks on them. Counts are reported.
     2. **Splits by source image.** The sources are split `splits` times
        (stratified k-fold on their class) into fit, calibration and test
        parts; a source's clean and adversarial images are always in the same
@@ -54,7 +58,8 @@ def evaluate(
        mixed: ROC AUC and TPR at each `fpr` (mean and standard deviation over
        the splits), and the achieved FPR.
     4. **Sanitizers** (`sanitize` after every convolution and hidden dense
-       layer) are reported by accuracy: clean and under each attack.
+       layer, or the layers their entry names) are reported by accuracy:
+       clean and under each attack.
     5. **Adaptive threat model.** For every detector, selective and
        orthogonal PGD on the classifier and the detector's `score_tensor`
        (thresholded at the largest `fpr`, on the first split's calibration
@@ -73,7 +78,8 @@ def evaluate(
     the same figures as their own passes. The others (entropy: gradients;
     squeezing: squeezed copies; the input CNN: the pixels) run their own.
 
-    The baselines (`max_softmax`, `input_cnn`) are always added. Oblivious
+    The baselines (`max_softmax`, `input_cnn`) are added unless
+    `baselines=False`. Oblivious
     attack results are cached on disk, keyed by a content hash of the
     model's weights, the images and the attack's configuration, so a rerun,
     or a run with other defences, loads them.
@@ -87,12 +93,27 @@ def evaluate(
         test: `(x_test, y_test)` or a dataset of pairs, the images to attack
             and score. From a dataset with `num_images`, only a seeded
             uniform sample of `num_images` pairs is kept in memory.
-        defences: names (`"medoid_lstm"`, `"knn"`, `"entropy"`, `"squeeze"`,
-            `"max_softmax"`, `"input_cnn"`, `"mask"`, `"median"`,
-            `"nl_means"`), detector instances (unfitted statistical ones are
-            fitted here) or sanitizer layers. Defaults to `None`: all.
+        defences: a list of names (`"medoid_lstm"`, `"knn"`, `"entropy"`,
+            `"squeeze"`, `"max_softmax"`, `"input_cnn"`, `"mask"`,
+            `"median"`, `"nl_means"`), detector instances (unfitted
+            statistical ones are fitted here) or sanitizer layers. An
+            instance is named in the report by its class (`KNNDetector`,
+            `KNNDetector_2`...); a `(name, defence)` pair names it, e.g.
+            `("knn_fc4", KNNDetector(model, layer="fc4"))`. A sanitizer goes
+            after every convolution and hidden dense layer unless a
+            `(name, sanitizer, {"after": layers})` triple says where
+            (`layers` as `sanitize(model, after, ...)` takes them: names,
+            nested paths, presets, classes). Report names must be unique.
+            Defaults to `None`: all.
         attacks: names of `keras_advguard.attacks` functions, or
-            `(name, params)` pairs. Defaults to `("fgsm", "pgd")`.
+            `(name, params)` pairs. Besides the attack's own arguments,
+            `params` may hold `num_images` (attack only the first that many
+            sources, e.g. a slow attack on fewer images; the other sources
+            simply have no adversarial image for it) and `targeted=True` or
+            `target="random"` / `"next"` (a targeted attack towards seeded
+            random other classes, or `(y + 1) % num_classes`; it succeeds
+            when the prediction equals the target). Defaults to
+            `("fgsm", "pgd")`.
         threat_models: a subset of `("oblivious", "adaptive")`. Defaults to
             both.
         fpr: target false positive rates in `(0, 1)`. Defaults to
@@ -123,6 +144,14 @@ def evaluate(
             L-infinity radius), else `eps`.
         adaptive_steps: steps of each adaptive detector attack. Defaults to
             `None`: 100 (20 with `quick=True`).
+        return_adversarial: whether the report keeps every attack's
+            adversarial images, their test indices and success masks
+            (`report.adversarial(attack)`, `report.save(dir,
+            adversarial=True)`); they never enter report.json. Defaults to
+            `False`.
+        baselines: whether to add the baselines (`max_softmax`,
+            `input_cnn`). With `False` the report says in its summary that
+            they were left out. Defaults to `True`.
 
     Returns:
         An `EvaluationReport`.
@@ -130,7 +159,10 @@ def evaluate(
     Raises:
         ValueError: bad values (shapes, NaN, labels out of range, unknown
             names, `fpr` outside `(0, 1)`, too few correctly classified
-            images for the splits).
+            images for the splits, two defences with one report name, a
+            sanitizer's `after` naming layers the model lacks, an attack's
+            `num_images` above `num_images`, a target for an attack that
+            cannot be targeted).
         TypeError: arguments of the wrong type.
 
     Example:
@@ -170,11 +202,25 @@ def evaluate(
         batch_size,
         adaptive_eps,
         adaptive_steps,
+        return_adversarial,
+        baselines,
     )
     (x_train, y_train), (x_test, y_test) = config["train"], config["test"]
     budget = BUDGETS[bool(quick)]
     log = _stages.Log(verbose)
     timing = {}
+
+    # --- Defences: names and sanitizer placements, checked before any work --
+    if config["baselines"]:
+        items = _defences.with_baselines(config["defences"])
+    else:
+        items = _defences.without_baselines(config["defences"])
+    names = _defences.report_names(items)
+    placements = {}
+    for item, name in zip(items, names, strict=True):
+        options = _defences.unpack(item)[2]
+        if "after" in options:
+            placements[name] = _defences.check_after(model, name, options["after"])
 
     # --- Images: the attacked subset, its clean predictions, the sources ----
     rng = np.random.default_rng(seed)
@@ -200,38 +246,75 @@ def evaluate(
     cache = _cache.AttackCache(config["cache_dir"])
     model_hash = _cache.model_fingerprint(model)
     specs = config["attacks"]
-    labels = _threats.labels_of(specs)
-    results, attack_rows = {}, {}
+    options = config["attack_options"]
+    labels = _threats.labels_of(specs, options)
+    num_classes = int(model.outputs[0].shape[-1]) if model.outputs else int(y_eval.max()) + 1
+    is_source = np.zeros(n_images, bool)
+    is_source[sources] = True
+    attacked, attack_rows, adversarial = {}, {}, {}
     t0 = time.perf_counter()
-    for label, (name, params) in zip(labels, specs, strict=True):
+    for label, (name, params), opts in zip(labels, specs, options, strict=True):
+        rows = np.arange(n_images)
+        if "num_images" in opts:
+            rows = sources[: opts["num_images"]]
+            if len(rows) < opts["num_images"]:
+                log(
+                    f"attack {label}: num_images={opts['num_images']} but only "
+                    f"{len(rows)} sources; all of them are attacked"
+                )
+        targets = None
+        if "target" in opts:
+            targets = _threats.attack_targets(opts["target"], y_eval, num_classes, seed)[rows]
+        y_attack = y_eval[rows] if targets is None else targets
         result, cached = _stages.run_attack(
-            cache, model_hash, model, name, params, x_eval, y_eval, config, seed
+            cache, model_hash, model, name, params, x_eval[rows], y_attack, config, seed
         )
-        results[label] = result
-        adv = result.y_pred_after[sources] != y_eval[sources]
+        run = attacked[label] = _stages.Attacked(rows, result, targets)
+        success = run.success(y_eval)
+        adv = run.full(success, np.zeros(n_images, bool))[sources]
+        n_attacked_sources = int(is_source[rows].sum())
+        l2 = run.full(result.l2, np.full(n_images, np.nan, np.float32))[sources][adv]
+        linf = run.full(result.linf, np.full(n_images, np.nan, np.float32))[sources][adv]
         attack_rows[label] = {
             "attack": name,
             "params": _cache.jsonable(params),
-            "n_attacked": int(n_images),
-            "n_sources": int(len(sources)),
+            "n_attacked": int(len(rows)),
+            "n_sources": n_attacked_sources,
             "n_adversarial": int(adv.sum()),
-            "success_rate": float(adv.mean()),
-            "accuracy": float(np.mean(result.y_pred_after == y_eval)),
-            "mean_l2": float(np.mean(result.l2[sources][adv])) if adv.any() else None,
-            "mean_linf": float(np.mean(result.linf[sources][adv])) if adv.any() else None,
+            "success_rate": float(adv.sum() / n_attacked_sources) if n_attacked_sources else 0.0,
+            "accuracy": float(np.mean(result.y_pred_after == y_eval[rows])),
+            "mean_l2": float(np.mean(l2)) if adv.any() else None,
+            "mean_linf": float(np.mean(linf)) if adv.any() else None,
             "seconds": float(result.seconds),
             "cached": cached,
+            "targeted": run.targeted,
+            "target": opts.get("target"),
+            "num_images": opts.get("num_images"),
         }
+        if config["return_adversarial"]:
+            adversarial[label] = {
+                "x_adv": np.asarray(result.x_adv),
+                "index": chosen[rows].astype(np.int64),
+                "source": is_source[rows],
+                "y": y_eval[rows],
+                "y_pred": np.asarray(result.y_pred_after, np.int64),
+                "success": success,
+                "adversarial": success & is_source[rows],
+            }
+            if run.targeted:
+                adversarial[label]["target"] = np.asarray(targets, np.int64)
         log(
-            f"attack {label}: {adv.sum()} / {len(sources)} sources fooled"
+            f"attack {label}: {adv.sum()} / {n_attacked_sources} sources fooled"
+            + (" (targeted)" if run.targeted else "")
             + (" (from the cache)" if cached else f" in {result.seconds:.1f} s")
         )
     timing["attacks"] = time.perf_counter() - t0
-    adv_mask = {label: results[label].y_pred_after[sources] != y_eval[sources] for label in labels}
+    adv_mask = {
+        label: run.full(run.success(y_eval), np.zeros(n_images, bool))[sources]
+        for label, run in attacked.items()
+    }
 
     # --- Defences -----------------------------------------------------------
-    items = _defences.with_baselines(config["defences"])
-    names = _stages.unique_names([_defences.default_name(item) for item in items])
     n_train = budget["num_train"] or len(x_train)
     train_pick = np.sort(rng.choice(len(x_train), size=min(n_train, len(x_train)), replace=False))
     x_fit_clean, y_fit_clean = x_train[train_pick], y_train[train_pick]
@@ -242,16 +325,21 @@ def evaluate(
     timing["fit"] = timing["score"] = timing["adaptive"] = timing["sanitizers"] = 0.0
     x_sources = x_eval[sources]
     y_sources = y_eval[sources]
-    adv_images = {label: results[label].x_adv[sources] for label in labels}
+    adv_images = {
+        label: run.full(run.result.x_adv, x_eval)[sources] for label, run in attacked.items()
+    }
     first = split_list[0]
     adaptive_eps = config["adaptive_eps"] or _threats.linf_eps(specs) or config["eps"]
     budget = dict(budget, adaptive_iter=config["adaptive_steps"] or budget["adaptive_iter"])
 
     built = {}  # detector name -> detector, statistical ones fitted
     for item, name in zip(items, names, strict=True):
+        item = _defences.unpack(item)[1]
         kind = _defences.kind_of(item)
         try:
-            defence = _defences.build(item, model, quick=quick, seed=seed)
+            defence = _defences.build(
+                item, model, quick=quick, seed=seed, after=placements.get(name)
+            )
             defence.name = name
             if defence.kind == "sanitizer":
                 t0 = time.perf_counter()
@@ -259,7 +347,7 @@ def evaluate(
                     defence,
                     x_eval,
                     y_eval,
-                    results,
+                    attacked,
                     labels,
                     specs,
                     config,
@@ -271,7 +359,7 @@ def evaluate(
                 timing["sanitizers"] += time.perf_counter() - t0
                 continue
             t0 = time.perf_counter()
-            if defence.name == "medoid_lstm" and defence.detector is None:
+            if defence.detector is None:  # the medoid LSTM: medoids from the training images
                 defence.detector = _defences.build_lstm(
                     model, x_fit_clean, y_fit_clean, quick=quick, seed=seed
                 )
@@ -298,7 +386,16 @@ def evaluate(
             else:
                 inputs = _stages.DetectorInputs(sets, config)
             entry, fold_scores, final = _stages.evaluate_detector(
-                detector, inputs, x_sources, adv_mask, labels, split_list, config, timing, log
+                detector,
+                inputs,
+                x_sources,
+                adv_mask,
+                labels,
+                split_list,
+                config,
+                timing,
+                log,
+                name=name,
             )
         except Exception as error:  # one broken defence does not cost the others
             message = _stages.one_line(error)
@@ -321,6 +418,7 @@ def evaluate(
                 seed,
                 entry,
                 log,
+                name=name,
             )
             timing["adaptive"] += time.perf_counter() - t0
         if not oblivious_wanted:
@@ -347,6 +445,7 @@ def evaluate(
         "epochs": int(config["epochs"]),
         "threat_models": list(config["threat_models"]),
         "baselines": [b for b in _defences.BASELINES if b in detectors_out],
+        "baselines_left_out": not config["baselines"],
         "model": getattr(model, "name", type(model).__name__),
         "model_fingerprint": model_hash,
         "cache_dir": config["cache_dir"],
@@ -362,6 +461,7 @@ def evaluate(
         sanitizers=sanitizers_out,
         undefended=undefended,
         roc=roc,
+        adversarial=adversarial if config["return_adversarial"] else None,
     )
 
 

@@ -44,6 +44,10 @@ class EvaluationReport:
         undefended: dict `{"clean": acc, attack: acc}` of the classifier.
         roc: dict `{(detector, attack): [(scores_clean, scores_adv), ...]}`,
             the test scores of every split (for the ROC figures).
+        adversarial: dict `{attack: {field: array}}`, the adversarial
+            images (`evaluate(..., return_adversarial=True)`; see
+            `adversarial()`), or `None`. Never part of `to_json()`.
+            Defaults to `None`.
 
     Attributes:
         meta, attacks, detectors, sanitizers, undefended, roc: as given.
@@ -57,13 +61,57 @@ class EvaluationReport:
         True
     """
 
-    def __init__(self, meta, attacks, detectors, sanitizers, undefended, roc):
+    def __init__(self, meta, attacks, detectors, sanitizers, undefended, roc, adversarial=None):
         self.meta = meta
         self.attacks = attacks
         self.detectors = detectors
         self.sanitizers = sanitizers
         self.undefended = undefended
         self.roc = roc
+        self._adversarial = adversarial
+
+    def adversarial(self, attack):
+        """The images one attack produced, kept by `evaluate(..., return_adversarial=True)`.
+
+        One row per attacked image (every evaluated test image, or the first
+        `num_images` sources of an attack given its own `num_images`).
+
+        Args:
+            attack: an attack of the report (a key of `attacks`).
+
+        Returns:
+            A dict of numpy arrays, one row per attacked image:
+            `"x_adv"` the adversarial images; `"index"` each one's index
+            into the images of `test` (for a `tf.data` test set: into the
+            sample `evaluate` kept); `"source"` whether that test image is a
+            source (classified correctly); `"y"` the true labels; `"y_pred"`
+            the classifier's prediction of `x_adv`; `"success"` whether the
+            attack succeeded (`y_pred == target` for a targeted attack, else
+            `y_pred != y`); `"adversarial"` = `success & source`, the
+            adversarial set the detectors were scored on; `"target"` the
+            target labels (targeted attacks only). Copies: changing them
+            leaves the report as it is.
+
+        Raises:
+            ValueError: the report keeps no images, or `attack` is not one
+                of its attacks.
+        """
+        if self._adversarial is None:
+            raise ValueError(
+                "This report keeps no adversarial images: run "
+                "`evaluate(..., return_adversarial=True)`. Received: attack={attack!r}"
+            )
+        _validation.check_choice("attack", attack, list(self._adversarial))
+        return {k: np.array(v, copy=True) for k, v in self._adversarial[attack].items()}
+
+    def _adversarial_npz(self):
+        """`adversarial.npz` bytes: `attacks` (JSON list of labels), `{k}/{field}` per attack."""
+        arrays = {"attacks": np.array(json.dumps(list(self._adversarial)))}
+        for k, fields in enumerate(self._adversarial.values()):
+            arrays.update({f"{k}/{name}": np.asarray(v) for name, v in fields.items()})
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
 
     def __repr__(self):
         return (
@@ -86,8 +134,10 @@ class EvaluationReport:
         out = []
         rows = []
         for label, a in self.attacks.items():
+            shown = dict(a["params"])
+            shown.update({k: a[k] for k in ("target", "num_images") if a.get(k) is not None})
             params = ", ".join(
-                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in a["params"].items()
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
             )
             rows.append(
                 [
@@ -106,7 +156,9 @@ class EvaluationReport:
             (
                 "Attacks (oblivious: crafted on the undefended classifier)",
                 "success rate = share of the correctly classified test images (the sources) "
-                "whose attack changes the prediction; accuracy over all attacked images.",
+                "whose attack changes the prediction (targeted attacks: makes it the target); "
+                "accuracy over all attacked images (an attack with its own num_images attacks "
+                "only the first num_images sources).",
                 [
                     "attack",
                     "parameters",
@@ -249,6 +301,11 @@ class EvaluationReport:
             parts.append(f"attack cache: {m['cache_hits']} loaded, {m['cache_misses']} computed")
         if "timing" in m:
             parts.append(f"{m['timing'].get('total', 0):.1f} s")
+        if m.get("baselines_left_out"):
+            parts.append(
+                "the baselines (max_softmax, input_cnn) were left out (baselines=False): "
+                "no method here is measured against them"
+            )
         if m.get("quick"):
             parts.append("quick budgets")
         return "; ".join(parts) + "."
@@ -489,7 +546,7 @@ class EvaluationReport:
         parts.append("</body></html>")
         return "\n".join(parts) + "\n"
 
-    def save(self, directory):
+    def save(self, directory, *, adversarial=False):
         """Write report.md, report.json, the PNGs and report.html into `directory`.
 
         Everything is rendered in memory first, so a failure leaves nothing
@@ -499,19 +556,31 @@ class EvaluationReport:
 
         Args:
             directory: the output folder (created if absent).
+            adversarial: whether to also write `adversarial.npz`, the images
+                of `adversarial()` (report.json never holds them): the key
+                `attacks` holds the JSON list of attack names; the fields of
+                the `k`-th attack are under `"{k}/x_adv"`, `"{k}/index"`...
+                Defaults to `False`.
 
         Returns:
             A dict `{file name: path}` of the files written.
 
         Raises:
-            ValueError: `directory` names an existing file.
+            ValueError: `directory` names an existing file, or `adversarial=True`
+                for a report that keeps no images.
         """
         _validation.check_type("directory", directory, (str, os.PathLike), "a path")
+        _validation.check_type("adversarial", adversarial, bool)
         directory = os.path.abspath(os.fspath(directory))
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(
                 f"Argument `directory` names an existing file, not a folder. "
                 f"Received: directory={directory!r}"
+            )
+        if adversarial and self._adversarial is None:
+            raise ValueError(
+                "Argument `adversarial=True` needs a report that keeps the images: run "
+                "`evaluate(..., return_adversarial=True)`. Received: adversarial=True"
             )
         figures = self.figures()
         files = {
@@ -520,6 +589,8 @@ class EvaluationReport:
             **figures,
             "report.html": self.to_html(figures).encode("utf-8"),
         }
+        if adversarial:
+            files["adversarial.npz"] = self._adversarial_npz()
         if not os.path.isdir(directory):
             parent = os.path.dirname(directory)
             os.makedirs(parent, exist_ok=True)

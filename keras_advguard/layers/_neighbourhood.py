@@ -257,7 +257,14 @@ def _median_3x3(x):
     # sorts (once per column) plus 12 for the rest: 18 elementwise ops on
     # the map, an exact order statistic, with a gradient routed through
     # minimum/maximum to the selected input.
-    padded = symmetric_pad(x, [(1, 1), (1, 1)])
+    return _median_3x3_of_padded(symmetric_pad(x, [(1, 1), (1, 1)]))
+
+
+def _median_3x3_of_padded(padded):
+    # The network of `_median_3x3` on a map already padded by one position
+    # on each side of both spatial axes: the 'valid' 3 x 3 medians, two
+    # positions fewer per axis. Only slices of `padded` at static offsets,
+    # so XLA compiles it to one vectorised loop.
     rows = [_take_slice(padded, 1, start, start - 2 or None) for start in range(3)]
     low, mid, high = _sort3(*rows)
 
@@ -407,12 +414,31 @@ def compiled_median_filter(x, size, num_spatial):
     """
     if keras.backend.backend() != "tensorflow" or size == 1:
         return median_filter(x, size, num_spatial)
+    if num_spatial == 2 and size == 3:
+        # The symmetric pad and the network on the padded map as two
+        # compiled functions, not one: in one XLA module the two fused
+        # loops cost up to 2.5 times their sum when compiled apart (a
+        # (250, 26, 26, 32) map: ~50 ms against ~20 ms of CPU time on the
+        # 2-core machine; no change on other shapes). Same operations, same
+        # values; inside an outer `jit_compile=True` function both are
+        # inlined there as before.
+        return _compiled_median_3x3_of_padded()(_compiled_median_pad()(x))
     return _compiled_median(size, num_spatial)(x)
 
 
 @functools.cache
 def _compiled_median(size, num_spatial):
     return compile_with_gradient(lambda x: median_filter(x, size, num_spatial))
+
+
+@functools.cache
+def _compiled_median_3x3_of_padded():
+    return compile_with_gradient(_median_3x3_of_padded)
+
+
+@functools.cache
+def _compiled_median_pad():
+    return compile_with_gradient(lambda x: symmetric_pad(x, [(1, 1), (1, 1)]))
 
 
 def compile_with_gradient(fn):

@@ -241,7 +241,7 @@ class MedoidDistance(keras.layers.Layer):
         self.feature_mean.assign(mean.astype("float32"))
         self.feature_std.assign(std.astype("float32"))
 
-    def adapt(self, activations, batch_size=256):
+    def adapt(self, activations, batch_size=4096):
         """Fit the per-layer standardization on training activations.
 
         The mean and standard deviation of each layer's distances (over all
@@ -251,7 +251,8 @@ class MedoidDistance(keras.layers.Layer):
         Args:
             activations: the layer's inputs for the training set: a list of
                 arrays `(N, N_l)` in tap order, or a dict keyed by tap name.
-            batch_size: samples per batch. Defaults to `256`.
+            batch_size: samples per batch (memory `batch_size x (N_l + C)` floats
+                per layer). Defaults to `4096` (256 cost 8x the time in op dispatch).
 
         Returns:
             `self`.

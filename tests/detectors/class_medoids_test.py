@@ -139,6 +139,75 @@ def test_random_stress_against_brute_force():
             assert class_medoids_module._medoid_index(points, block_size) == expected
 
 
+def cdist_sums(points):
+    """Reference: scipy's float64 Euclidean distances, summed per row."""
+    from scipy.spatial.distance import cdist
+
+    points = np.asarray(points, dtype=np.float64)
+    return cdist(points, points).sum(axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("block", [7, 64])
+def test_distance_sums_are_within_their_bound(dtype, block):
+    # Both stages (float32, float64): every sum within its rigorous bound of
+    # scipy's, the bound far from vacuous; the rows mode equals the symmetric one.
+    rng = np.random.default_rng(11)
+    points = (3.0 + rng.normal(size=(150, 13)) * rng.uniform(0.1, 2.0, 13)).astype(np.float32)
+    expected = cdist_sums(points)
+    k, dim = points.shape
+    if dtype == np.float32:
+        y = class_medoids_module._centered_float32(points, block)
+        ratio = float(np.max(np.abs(y))) / float(np.max(np.abs(points - points.mean(0))))
+        scale = 2.0 ** round(np.log2(ratio))  # the power of two it scaled by
+        u = class_medoids_module._U32
+        norm_error, sum_terms = 1.01 * u, block
+    else:
+        y = points.astype(np.float64) - points[0]
+        scale = 2.0 ** -np.frexp(np.max(np.abs(y)))[1]
+        y = y * scale
+        u, norm_error = class_medoids_module._U64, class_medoids_module._gamma(dim, 2.0**-53)
+        sum_terms = 2 * k + 2
+    norms = np.einsum("ij,ij->i", y, y, dtype=np.float64)
+    left, right = class_medoids_module._augmented(y, norms, dtype)
+    sums = class_medoids_module._distance_sums(left, right, block)
+    bound = class_medoids_module._sum_bound(norms, sums, dim, sum_terms, u, norm_error)
+    error = np.abs(sums / scale - expected)
+    assert np.all(error <= bound / scale)
+    assert np.all(bound < (3e-3 if dtype == np.float32 else 1e-6) * sums)
+    rows = np.array([0, 5, 77, 149])
+    np.testing.assert_allclose(
+        class_medoids_module._distance_sums(left, right, block, rows=rows), sums[rows], rtol=1e-5
+    )
+
+
+def test_near_duplicates_need_the_float64_stage():
+    # Softmax-like rows: most samples within ~1e-7 of one vertex (float32
+    # cannot rank them), a few far ones; the medoid is scipy's argmin.
+    rng = np.random.default_rng(12)
+    vertex = np.eye(10)[3]
+    near = vertex + rng.uniform(0, 1e-6, (300, 10)) * rng.random((300, 10)) ** 8
+    far = rng.dirichlet(np.ones(10), 30)
+    points = np.concatenate([near, far])[rng.permutation(330)].astype(np.float32)
+    expected = int(np.argmin(cdist_sums(points)))
+    assert naive_float32_medoid(points) != expected  # float32 alone is not enough
+    for block_size in (16, 512):
+        assert class_medoids_module._medoid_index(points, block_size) == expected
+    fitted = ClassMedoids().fit({"p": points, "q": points[:, ::-1]}, np.zeros(330, int))
+    assert fitted.medoid_indices_["p"].tolist() == [expected]
+    assert fitted.medoid_indices_["q"].tolist() == [expected]
+
+
+def test_fit_restores_the_blas_threads():
+    from threadpoolctl import threadpool_info
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    activations, labels = random_problem(13, n=40)
+    ClassMedoids().fit(activations, labels)
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert after == before
+
+
 def test_only_correct_uses_correct_samples_only():
     activations, labels = random_problem(6, n=80)
     rng = np.random.default_rng(7)

@@ -88,6 +88,7 @@ def test_features_match_numpy_medoid_distances(detector, digits, digits_model):
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=2e-3)
 
 
+@pytest.mark.ci  # 15 epochs on the digits model: ~20 s; CI runs it (`pytest -m ci`)
 def test_learns_noise_vs_clean(detector, noise_problem):
     x, y = noise_problem
     half = len(x) // 2

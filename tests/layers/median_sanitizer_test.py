@@ -239,7 +239,15 @@ def test_layer_contract(window, shape):
     )
 
 
-@pytest.mark.parametrize("window, shape", [(3, (3, 9, 8, 4)), (2, (2, 7, 7, 3)), (4, (2, 9, 9, 2))])
+@pytest.mark.parametrize(
+    "window, shape",
+    [
+        (3, (3, 9, 8, 4)),
+        (2, (2, 7, 7, 3)),
+        # XLA compile of the 4x4 network: ~12 s; CI runs it (`pytest -m ci`)
+        pytest.param(4, (2, 9, 9, 2), marks=pytest.mark.ci),
+    ],
+)
 def test_compiled_median_equals_the_op_by_op_network(window, shape):
     # The layer runs the selection network as one XLA kernel forward and one
     # backward; values must be identical and gradients equal to the plain
@@ -257,3 +265,45 @@ def test_compiled_median_equals_the_op_by_op_network(window, shape):
         rtol=1e-6,
         atol=1e-6,
     )
+
+
+def test_graph_mode_3x3_matches_scipy_inside_and_the_symmetric_border_rule():
+    # The 3x3 path pads and filters as two compiled functions (issue 16); in a
+    # plain `tf.function` it must still be scipy's median on interior pixels,
+    # and at the border the median of the window over the map padded with
+    # its edge row/column repeated (numpy "symmetric"), including corners.
+    rng = np.random.default_rng(11)
+    x = np.maximum(rng.normal(size=(2, 26, 26, 3)), 0.0).astype("float32")
+    x[1] = np.round(x[1])  # many ties
+    out = tf.function(MedianSanitizer(window=3))(tf.constant(x)).numpy()
+    for b in range(2):
+        for c in range(3):
+            m = x[b, :, :, c]
+            inside = scipy.ndimage.median_filter(m, size=3)[1:-1, 1:-1]
+            np.testing.assert_array_equal(out[b, 1:-1, 1:-1, c], inside)
+            edged = np.pad(m, 1, mode="edge")  # symmetric by one = edge repeated
+            for i, j in [(0, 0), (0, 7), (25, 25), (13, 0), (25, 3), (9, 25)]:
+                window = edged[i : i + 3, j : j + 3]
+                assert out[b, i, j, c] == np.sort(window.ravel())[4]
+
+
+def test_graph_mode_3x3_gradient_equals_the_op_by_op_network():
+    x = tf.constant(np.random.default_rng(12).normal(size=(2, 26, 26, 2)).astype("float32"))
+    dy = tf.constant(np.random.default_rng(13).normal(size=(2, 26, 26, 2)).astype("float32"))
+
+    @tf.function
+    def grads(x):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            fast = _neighbourhood.compiled_median_filter(x, 3, 2)
+            plain = _neighbourhood.median_filter(x, 3, 2)
+        return (
+            fast,
+            plain,
+            tape.gradient(fast, x, output_gradients=dy),
+            tape.gradient(plain, x, output_gradients=dy),
+        )
+
+    fast, plain, g_fast, g_plain = (t.numpy() for t in grads(x))
+    np.testing.assert_array_equal(fast, plain)
+    np.testing.assert_allclose(g_fast, g_plain, rtol=1e-6, atol=1e-6)

@@ -18,6 +18,7 @@ def test_entry_points_name_the_extra_when_beam_is_missing(monkeypatch):
             build()
 
 
+@pytest.mark.ci  # a subprocess (TensorFlow import): CI runs it (`pytest -m ci`)
 def test_importing_the_package_does_not_import_beam():
     import subprocess
     import sys
