@@ -1,4 +1,4 @@
-"""Graph-mode helpers of the in-training PGD loops (floor 1): step, projection, random start.
+"""Graph-mode helpers of the in-training PGD loops (floor 1): step, projection, random start, loop.
 
 Used by `training.AdversarialModel` and `detectors.ClassConditionalInputDetector`,
 whose inner attacks run inside a compiled `train_step`. `norm` is `"inf"` or
@@ -46,3 +46,26 @@ def random_in_ball(shape, eps, norm):
     radius = eps * tf.random.uniform([shape[0]]) ** (1.0 / d)
     flat = flat / tf.maximum(tf.norm(flat, axis=1, keepdims=True), 1e-12)
     return tf.reshape(flat * radius[:, None], shape)
+
+
+def ascend(objective, x, start, *, steps, step, eps, norm, clip_min, clip_max):
+    """`steps` projected steepest-ascent steps on `objective` from `start`, as one `tf.while_loop`.
+
+    Each step moves by `step` along `step_direction` of the gradient of
+    `objective(x_adv)` (a scalar), then `project`s onto the `eps`-ball around
+    `x` and the valid range. Returns the last point, without gradient.
+    """
+    import tensorflow as tf
+
+    def body(i, xa):
+        with tf.GradientTape() as tape:
+            tape.watch(xa)
+            value = objective(xa)
+        grad = tape.gradient(value, xa)
+        moved = xa + step * step_direction(grad, norm)
+        return i + 1, project(x, moved, eps, norm, clip_min, clip_max)
+
+    _, x_adv = tf.while_loop(
+        lambda i, _: i < steps, body, (tf.constant(0), start), maximum_iterations=steps
+    )
+    return tf.stop_gradient(x_adv)

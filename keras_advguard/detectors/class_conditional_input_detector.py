@@ -436,27 +436,17 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
                 self.clip_max,
             )
 
-        def body(i, xa):
-            with tf.GradientTape() as tape:
-                tape.watch(xa)
-                value = objective(xa)
-            grad = tape.gradient(value, xa)
-            return i + 1, _perturb.project(
-                x,
-                xa + step * _perturb.step_direction(grad, self.norm),
-                self.eps,
-                self.norm,
-                self.clip_min,
-                self.clip_max,
-            )
-
-        _, x_adv = tf.while_loop(
-            lambda i, _: i < self.steps,
-            body,
-            (tf.constant(0), start),
-            maximum_iterations=self.steps,
+        return _perturb.ascend(
+            objective,
+            x,
+            start,
+            steps=self.steps,
+            step=step,
+            eps=self.eps,
+            norm=self.norm,
+            clip_min=self.clip_min,
+            clip_max=self.clip_max,
         )
-        return tf.stop_gradient(x_adv)
 
     def _batch_objective(self, data, training):
         import tensorflow as tf

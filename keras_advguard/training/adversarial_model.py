@@ -364,27 +364,17 @@ class AdversarialModel(keras.Model):
                 start = x + _TRADES_START_STD * tf.random.normal(tf.shape(x))
         start = _perturb.project(x, start, eps, self.norm, self.clip_min, self.clip_max)
 
-        def body(i, xa):
-            with tf.GradientTape() as tape:
-                tape.watch(xa)
-                value = objective(logits_of(xa))
-            grad = tape.gradient(value, xa)
-            return i + 1, _perturb.project(
-                x,
-                xa + step * _perturb.step_direction(grad, self.norm),
-                eps,
-                self.norm,
-                self.clip_min,
-                self.clip_max,
-            )
-
-        _, x_adv = tf.while_loop(
-            lambda i, _: i < self.steps,
-            body,
-            (tf.constant(0), start),
-            maximum_iterations=self.steps,
+        return _perturb.ascend(
+            lambda xa: objective(logits_of(xa)),
+            x,
+            start,
+            steps=self.steps,
+            step=step,
+            eps=eps,
+            norm=self.norm,
+            clip_min=self.clip_min,
+            clip_max=self.clip_max,
         )
-        return tf.stop_gradient(x_adv)
 
     def adversarial_loss(self, x, y, x_adv, sample_weight=None):
         """The training objective of `method` for given adversarial examples.
