@@ -112,6 +112,18 @@ class KerasDetector(PerSampleLoss, _base.Detector):
     supervised = True
     score_tensor_kind = "exact"
 
+    # --- the guarded classifier is not part of the detector's weights ---
+
+    _NOT_SAVED = ("model", "_classifier")
+
+    def __dir__(self):
+        # Keras's saving (`save_weights`, `.keras` files) walks `dir(self)` and
+        # would store the guarded classifier, reachable through `model`, with
+        # the detector's own weights; `load_weights` would then overwrite the
+        # user's classifier with the one the file was saved with. The
+        # classifier is the user's: it is never saved or loaded here.
+        return [name for name in super().__dir__() if name not in self._NOT_SAVED]
+
     # --- the threshold travels inside the .keras file ------------------
 
     def save_own_variables(self, store):

@@ -65,13 +65,18 @@ def available_detectors():
 SANITIZER_OPTIONS = ("after",)
 """Keys of the options of a `(name, sanitizer, options)` entry of `defences`."""
 
+DETECTOR_OPTIONS = ("fit",)
+"""Keys of the options of a `(name, detector, options)` entry of `defences`."""
+
 
 def check_defences(defences):
     """Validate the `defences` argument; return it as a list (no detector built).
 
     An entry is a name, a detector, a sanitizer layer, a `(name, defence)`
-    pair naming one of those in the report, or a `(name, sanitizer,
-    {"after": layers})` triple that also says where the sanitizer goes.
+    pair naming one of those in the report, a `(name, sanitizer,
+    {"after": layers})` triple that also says where the sanitizer goes, or a
+    `(name, detector, {"fit": False})` triple: a statistical detector used
+    as given (already fitted), not fitted on the training images.
     Explicit names must be unique (see `report_names`).
     """
     if defences is None:
@@ -133,17 +138,36 @@ def _check_named(entry):
                 f"The options of the entry {name!r} of `defences` must be a dict such as "
                 f"{{'after': ['conv1']}}. Received: options of type {type(options).__name__}"
             )
-        if kind_of(item) != "sanitizer":
-            raise ValueError(
-                f"Options in `defences` apply to sanitizers only; the entry {name!r} is a "
-                f"detector. Received: options={options!r}"
-            )
-        unknown = sorted(set(options) - set(SANITIZER_OPTIONS))
+        kind = kind_of(item)
+        allowed = SANITIZER_OPTIONS if kind == "sanitizer" else DETECTOR_OPTIONS
+        unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(
-                f"The options of the sanitizer {name!r} in `defences` take only "
-                f"{', '.join(map(repr, SANITIZER_OPTIONS))}. Received: unknown keys {unknown}"
+                f"The options of the {kind} {name!r} in `defences` take only "
+                f"{', '.join(map(repr, allowed))}. Received: unknown keys {unknown}"
             )
+        if "fit" in options:
+            _check_fit_option(name, item, options["fit"])
+
+
+def _check_fit_option(name, item, fit):
+    if not isinstance(fit, bool):
+        raise TypeError(
+            f"The option 'fit' of the detector {name!r} in `defences` must be True or False. "
+            f"Received: fit={fit!r}"
+        )
+    if not fit and isinstance(item, str):
+        raise ValueError(
+            f"The option fit=False of the entry {name!r} in `defences` needs a detector "
+            f"instance (already fitted), not the name {item!r}: a named detector is built "
+            "here, unfitted."
+        )
+    if not fit and getattr(item, "supervised", False):
+        raise ValueError(
+            f"The option fit=False of the entry {name!r} in `defences` applies to "
+            "statistical detectors (`supervised = False`); a trained detector is cloned and "
+            f"fitted on each split. Received: a {type(item).__name__}"
+        )
 
 
 def _short(value):

@@ -21,6 +21,7 @@ from keras_advguard import _validation
 ATTACK_NAMES = (
     "fgsm",
     "pgd",
+    "apgd",
     "bim",
     "mim",
     "gradient_attack",
@@ -37,7 +38,7 @@ _ITERATIVE = ("pgd", "bim", "mim")
 
 # Attacks whose `eps` is an L-infinity radius unless their `norm` says otherwise
 # (the others bound L2, L0 or nothing: their `eps` is no radius for the adaptive attack).
-_LINF = ("fgsm", "pgd", "bim", "mim", "uniform_noise", "spsa")
+_LINF = ("fgsm", "pgd", "apgd", "bim", "mim", "uniform_noise", "spsa")
 
 
 def linf_eps(specs):
@@ -96,6 +97,8 @@ def attack_params(name, params, *, eps, quick):
         full["eps"] = eps
     if name in _ITERATIVE:
         full["nb_iter"] = 10 if quick else 40
+    elif name == "apgd" and quick:  # its own default: AutoAttack's 100 steps
+        full["nb_iter"] = 10
     full.update(params)
     if name in _ITERATIVE and "eps_iter" not in full:
         full["eps_iter"] = min(full["eps"], 2.5 * full["eps"] / full["nb_iter"])

@@ -103,7 +103,11 @@ def evaluate(
             after every convolution and hidden dense layer unless a
             `(name, sanitizer, {"after": layers})` triple says where
             (`layers` as `sanitize(model, after, ...)` takes them: names,
-            nested paths, presets, classes). Report names must be unique.
+            nested paths, presets, classes). A statistical detector you
+            have already fitted (say, a `ClassConditionalInputDetector`
+            trained for an hour) goes in as `(name, detector, {"fit":
+            False})`: used as given, not fitted again on `train`. Report
+            names must be unique.
             Defaults to `None`: all.
         attacks: names of `keras_advguard.attacks` functions, or
             `(name, params)` pairs. Besides the attack's own arguments,
@@ -216,11 +220,13 @@ def evaluate(
     else:
         items = _defences.without_baselines(config["defences"])
     names = _defences.report_names(items)
-    placements = {}
+    placements, prefitted = {}, set()
     for item, name in zip(items, names, strict=True):
         options = _defences.unpack(item)[2]
         if "after" in options:
             placements[name] = _defences.check_after(model, name, options["after"])
+        if options.get("fit") is False:
+            prefitted.add(name)
 
     # --- Images: the attacked subset, its clean predictions, the sources ----
     rng = np.random.default_rng(seed)
@@ -363,7 +369,8 @@ def evaluate(
                 defence.detector = _defences.build_lstm(
                     model, x_fit_clean, y_fit_clean, quick=quick, seed=seed
                 )
-            _stages.fit_unsupervised(defence.detector, x_fit_clean, y_fit_clean, config)
+            if name not in prefitted:
+                _stages.fit_unsupervised(defence.detector, x_fit_clean, y_fit_clean, config)
             timing["fit"] += time.perf_counter() - t0
             built[name] = defence.detector
         except Exception as error:  # one broken defence does not cost the others

@@ -197,3 +197,38 @@ def test_fit_refuses_bad_data(fitted):
     alone = ClassConditionalInputDetector((8, 8, 1), num_classes=3, filters=(2,), dense_units=4)
     with pytest.raises(ValueError, match="`y`"):
         alone.fit(x, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("cls_name", ["ClassConditionalInputDetector", "InputCNNDetector"])
+def test_detector_weights_never_carry_or_overwrite_the_classifier(cls_name, tmp_path):
+    """`save_weights`/`load_weights` and `.keras` files hold the detector's own weights only.
+
+    Regression: Keras's saving walks `dir(detector)`, reached the guarded
+    classifier through the `model` property, stored its weights with the
+    detector's and, on `load_weights`, overwrote the user's classifier.
+    """
+    import h5py
+
+    from keras_advguard import detectors
+
+    def classifier(seed):
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential(
+            [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+        )
+
+    cls = getattr(detectors, cls_name)
+    first, second = classifier(0), classifier(1)
+    saved = cls(first, filters=(4,), dense_units=8)
+    path = tmp_path / "detector.weights.h5"
+    saved.save_weights(path)
+    with h5py.File(path) as f:
+        assert "model" not in f and "_classifier" not in f
+    before = [w.numpy().copy() for w in second.weights]
+    loaded = cls(second, filters=(4,), dense_units=8)
+    loaded.load_weights(path)
+    for old, new in zip(before, second.weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())  # the user's classifier, untouched
+    for a, b in zip(saved.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert loaded.model is second

@@ -195,8 +195,18 @@ def test_bad_entries_are_refused_before_any_work(digits_model):
         _evaluate(model, defences=[("max_softmax", one)])
     with pytest.raises(ValueError, match=r"'nope'.*'zap'"):
         _evaluate(model, defences=[("m", "mask", {"after": ["conv1", "nope", "zap"]})])
-    with pytest.raises(ValueError, match="sanitizers only"):
+    with pytest.raises(ValueError, match=r"detector 's'.*'fit'.*\['after'\]"):
         _evaluate(model, defences=[("s", one, {"after": ["fc4"]})])
+    with pytest.raises(ValueError, match=r"sanitizer 'm'.*'after'.*\['fit'\]"):
+        _evaluate(model, defences=[("m", "mask", {"fit": False})])
+    with pytest.raises(TypeError, match="fit=0"):
+        _evaluate(model, defences=[("s", one, {"fit": 0})])
+    with pytest.raises(ValueError, match="instance.*'knn'"):
+        _evaluate(model, defences=[("k", "knn", {"fit": False})])
+    trained = SoftmaxScore(model)
+    trained.supervised = True
+    with pytest.raises(ValueError, match="statistical.*'t'|'t'.*statistical"):
+        _evaluate(model, defences=[("t", trained, {"fit": False})])
     with pytest.raises(ValueError, match="'layers'"):
         _evaluate(model, defences=[("m", "mask", {"layers": ["fc4"]})])
     with pytest.raises(TypeError, match="pair"):
@@ -223,3 +233,33 @@ def test_bad_attack_options_are_refused(digits_model):
         _evaluate(model, return_adversarial=1)
     with pytest.raises(TypeError, match="baselines"):
         _evaluate(model, baselines="no")
+
+
+def test_a_detector_given_with_fit_false_is_used_as_given_and_apgd_runs(digits_model):
+    model, _ = digits_model
+    _, (x_test, _) = load_dataset("digits")
+    given, fitted = SoftmaxScore(model), SoftmaxScore(model)
+    report = _evaluate(
+        model,
+        defences=[("given", given, {"fit": False}), ("fitted", fitted)],
+        attacks=[("apgd", {"loss": "ce", "nb_iter": 5}), ("apgd", {"loss": "dlr", "nb_iter": 5})],
+        eps=EPS,
+        num_images=60,
+        splits=2,
+        baselines=False,
+        return_adversarial=True,
+    )
+    assert given.fitted_on == [] and len(fitted.fitted_on) == 1
+    # not fitted, but calibrated and scored like any other detector
+    assert given.calibrated_on
+    names = list(report.attacks)
+    assert [report.attacks[a]["params"]["loss"] for a in names] == ["ce", "dlr"]
+    for attack in names:
+        auc = report.detectors["given"]["oblivious"][attack]["auc"]
+        assert auc == pytest.approx(report.detectors["fitted"]["oblivious"][attack]["auc"])
+        kept = report.adversarial(attack)
+        # APGD's images: inside the eps ball, and their success is the model's own verdict
+        assert np.max(np.abs(kept["x_adv"] - x_test[kept["index"]])) <= EPS + 1e-6
+        pred = _predict(model, kept["x_adv"])
+        np.testing.assert_array_equal(kept["success"], pred != kept["y"])
+        assert kept["success"].any()

@@ -1,0 +1,1040 @@
+"""Benchmark: the defences that hold (issue 14), on the engine and under the strongest attacks.
+
+MNIST at eps 0.3 (L-infinity). The guarded classifier is the adversarially
+trained MNIST CNN cached by `benchmarks/robust_training.py`
+(`AdversarialModel`, PGD-7 training); the undefended `mnist_cnn` is the
+comparison row. Three parts:
+
+1. **Detectors** (`--phase detectors`): `ClassConditionalInputDetector`
+   (Yin et al.'s asymmetric adversarial training: PGD negatives pushed to a
+   random or the easiest wrong class, inside `fit`) and the same network
+   trained the standard way (`eps=0`, one-vs-rest), on MNIST training
+   images; weights cached under
+   `$KERAS_ADVGUARD_HOME/benchmark_data/robust/` (the detector is trained
+   on images and labels only, so the weights carry over to whichever
+   classifier it guards).
+2. **The engine** (`--phase engine`): `keras_advguard.evaluate` on the
+   robust classifier with both detectors and the mask and median sanitizers,
+   attacks PGD-100 and APGD-CE / APGD-DLR, both threat models
+   (adaptive: selective and orthogonal PGD per source; sanitizers: BPDA),
+   2 source splits. Its `report.json` is kept next to the results file.
+3. **The strongest attacks** (`--phase strong`) on the combination a user
+   deploys (robust classifier + asymmetric detector, threshold at 1/5/10%
+   FPR of clean calibration images) and on the classifier alone, on
+   correctly classified test sources: selective and orthogonal PGD with
+   restarts, APGD-CE and APGD-DLR on the *joint logits*
+   `z_k(x) + lambda * d_k(x)` (untargeted: every wrong class), targeted
+   joint PGD towards every wrong class, per image the union of all of
+   them; the gradient-masking checks (more steps, more restarts, a transfer
+   attack from the undefended model, the detector attacked alone) next to
+   it.
+
+Writes `benchmarks/results/robust.md` and `robust.json` (`robust_quick.*`
+with `--quick`, digits and tiny budgets: a smoke run of every code path).
+
+Usage:
+    nice -n 19 python benchmarks/robust.py [--quick] [--phase all|detectors|engine|strong|report]
+        [--n N] [--steps N] [--restarts N]
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+ROBUST_STEM = "robust_mnist_cnn-pgd-eps0.3-k7-a0.1-r1"
+FPRS = (0.01, 0.05, 0.1)
+
+# The two detectors: one network, trained asymmetrically or the standard way.
+DETECTORS = {
+    "asymmetric": {"eps": 0.3, "steps": 20, "target": "mixed"},
+    "standard": {"eps": 0.0, "steps": 1, "target": "random"},
+}
+NETWORK = {"filters": (32, 64), "dense_units": 128}
+
+
+def home():
+    return Path(os.environ.get("KERAS_ADVGUARD_HOME", os.path.expanduser("~/.keras_advguard")))
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def settings(quick):
+    """Data, models and budgets of one run."""
+    if quick:
+        return {
+            "dataset": "digits",
+            "eps": 0.2,
+            "n_fit": 800,
+            "epochs": 2,
+            "n_engine": 150,
+            "n_strong": 20,
+            "n_cal": 100,
+            "steps": 20,
+            "long_steps": 40,
+            "restarts": 2,
+            "targeted_steps": 10,
+            "apgd_joint_steps": 20,
+            "joint_steps": 20,
+            "engine_steps": 20,
+            "adaptive_steps": 20,
+        }
+    return {
+        "dataset": "mnist",
+        "eps": 0.3,
+        "n_fit": 10000,
+        "epochs": 6,
+        "n_engine": 600,
+        "n_strong": 100,
+        "n_cal": 1000,
+        "steps": 500,
+        "long_steps": 1000,
+        "restarts": 2,
+        "targeted_steps": 100,
+        "apgd_joint_steps": 250,
+        "joint_steps": 500,
+        "engine_steps": 100,
+        "adaptive_steps": 200,
+    }
+
+
+def load_data(s):
+    from keras_advguard.datasets import load_dataset, validation_split
+
+    if s["dataset"] == "digits":
+        (x_train, y_train), (x_test, y_test) = load_dataset("digits")
+        return (x_train, y_train), (x_test, y_test)
+    path = str(SHARED_MNIST) if SHARED_MNIST.exists() else None
+    (x_train, y_train), (x_test, y_test) = load_dataset("mnist", path=path)
+    # The robust classifier's held-out 10% stay unused here.
+    (x_fit, y_fit), _ = validation_split(x_train, y_train, fraction=0.1, seed=0)
+    return (x_fit, y_fit), (x_test, y_test)
+
+
+def load_classifiers(s):
+    """`(robust, undefended, robust_info)`: the guarded classifier and the comparison."""
+    import keras
+
+    from keras_advguard.models import load_or_train
+
+    if s["dataset"] == "digits":
+        undefended, _ = load_or_train("digits_cnn", "digits", epochs=30)
+        return _quick_robust(s, undefended), undefended, {"epochs": "quick"}
+    path = home() / "models" / f"{ROBUST_STEM}.keras"
+    if not path.exists():
+        raise SystemExit(
+            f"{path} is missing: run `python benchmarks/robust_training.py` first "
+            "(it trains and caches the adversarially trained classifier)."
+        )
+    robust = keras.models.load_model(path)
+    info = json.loads(path.with_suffix(".json").read_text())
+    mnist = str(SHARED_MNIST) if SHARED_MNIST.exists() else None
+    undefended, _ = load_or_train("mnist_cnn", "mnist", epochs=5, seed=0, path=mnist)
+    return robust, undefended, info
+
+
+def _quick_robust(s, undefended):
+    """Digits smoke run: a few epochs of PGD training (seconds)."""
+    import keras
+
+    from keras_advguard.models import digits_cnn
+    from keras_advguard.training import AdversarialModel
+
+    (x, y), _ = load_data(s)
+    keras.utils.set_random_seed(0)
+    wrapper = AdversarialModel(digits_cnn(), eps=s["eps"], steps=5, ramp_epochs=2)
+    wrapper.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    wrapper.fit(x, y, epochs=8, batch_size=64, verbose=0)
+    return wrapper.unwrap()
+
+
+def detector_path(name, s):
+    cfg = DETECTORS[name]
+    stem = (
+        f"cc_{name}-{s['dataset']}-eps{cfg['eps'] and s['eps']}-k{cfg['steps']}-{cfg['target']}"
+        f"-n{s['n_fit']}-e{s['epochs']}"
+    )
+    return home() / "benchmark_data" / "robust" / f"{stem}.weights.h5"
+
+
+def build_detector(name, s, classifier):
+    from keras_advguard.detectors import ClassConditionalInputDetector
+
+    cfg = DETECTORS[name]
+    eps = s["eps"] if cfg["eps"] else 0.0
+    return ClassConditionalInputDetector(
+        classifier, eps=eps, steps=cfg["steps"], target=cfg["target"], **NETWORK
+    )
+
+
+def train_detectors(s, classifier):
+    """Train (or load) both detectors; `{name: (detector, seconds)}`."""
+    import keras
+
+    from keras_advguard._files import write_atomic, write_json
+
+    (x_fit, y_fit), _ = load_data(s)
+    x_fit, y_fit = x_fit[: s["n_fit"]], y_fit[: s["n_fit"]]
+    out = {}
+    for name in DETECTORS:
+        path = detector_path(name, s)
+        meta = path.with_name(path.name.replace(".weights.h5", ".json"))
+        detector = build_detector(name, s, classifier)
+        if path.exists() and meta.exists():
+            detector.load_weights(path)
+            out[name] = (detector, json.loads(meta.read_text())["seconds"])
+            log(f"detector {name}: loaded {path.name}")
+            continue
+        keras.utils.set_random_seed(0)
+        t0 = time.perf_counter()
+        detector.fit(x_fit, y_fit, epochs=s["epochs"], batch_size=64, verbose=2)
+        seconds = time.perf_counter() - t0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, detector.save_weights, ".weights.h5")
+        write_json(meta, {"seconds": round(seconds, 1), "n_fit": len(x_fit)})
+        out[name] = (detector, seconds)
+        log(f"detector {name}: trained in {seconds:.0f} s")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Part 2: the engine
+
+
+def engine_attacks(s):
+    steps = s["engine_steps"]
+    return [
+        ("pgd", {"nb_iter": steps, "eps_iter": s["eps"] / 30}),
+        ("apgd", {"loss": "ce", "nb_iter": steps}),
+        ("apgd", {"loss": "dlr", "nb_iter": steps}),
+    ]
+
+
+def run_engine(s, robust, dets, out_stem):
+    """`evaluate` on the robust classifier: both detectors, max-softmax, mask, median."""
+    import keras_advguard as ag
+
+    train, test = load_data(s)
+    defences = [
+        ("asymmetric", dets["asymmetric"][0], {"fit": False}),
+        ("standard", dets["standard"][0], {"fit": False}),
+        "max_softmax",
+        "mask",
+        "median",
+    ]
+    t0 = time.perf_counter()
+    report = ag.evaluate(
+        robust,
+        (train[0][:2000], train[1][:2000]),
+        test,
+        defences=defences,
+        attacks=engine_attacks(s),
+        eps=s["eps"],
+        num_images=s["n_engine"],
+        splits=2,
+        seed=0,
+        adaptive_steps=s["adaptive_steps"],
+        baselines=False,
+        verbose=1,
+    )
+    seconds = time.perf_counter() - t0
+    folder = out_stem.parent / (out_stem.name + "_engine")
+    report.save(folder)
+    log(f"engine: {seconds / 60:.1f} min, report in {folder}")
+    return report, seconds
+
+
+# ---------------------------------------------------------------------------
+# Part 3: the strongest attacks
+
+
+def joint_logits(classifier, detector, lam):
+    """`x -> z(x) + lam * d(x)`: the classifier's logits plus the K detector logits."""
+    import tensorflow as tf
+
+    from keras_advguard import as_logits_fn
+
+    z = as_logits_fn(classifier)
+
+    def fn(xb):
+        return tf.cast(z(xb), tf.float32) + lam * tf.cast(detector(xb, training=False), tf.float32)
+
+    return fn
+
+
+def targeted_joint(classifier, detector, x, targets, s, sd, seed):
+    """PGD on `-CE(f(x'), t) + d_t(x') / sd` towards the targets `t`, all steps."""
+    import keras
+    import tensorflow as tf
+
+    from keras_advguard import as_logits_fn, attacks
+
+    z = as_logits_fn(classifier)
+
+    def outputs(xb):
+        return {"logits": tf.cast(z(xb), tf.float32), "x": xb}
+
+    def loss(out, tb):
+        ce = keras.ops.sparse_categorical_crossentropy(tb, out["logits"], from_logits=True)
+        d = tf.cast(detector(out["x"], training=False), tf.float32)
+        return -ce + tf.gather(d, tf.cast(tb, tf.int32), axis=1, batch_dims=1) / sd
+
+    return attacks.pgd_with_loss(
+        outputs,
+        x,
+        loss,
+        eps=s["eps"],
+        eps_iter=s["eps"] / 10,
+        nb_iter=s["joint_steps"],
+        y=targets,
+        seed=seed,
+        batch_size=256,
+    ).x_adv
+
+
+def detector_alone(detector, x, targets, s, seed):
+    """PGD on `d_t` alone (the classifier ignored): the detector's scores at `t` after it."""
+    import tensorflow as tf
+
+    from keras_advguard import attacks
+
+    def outputs(xb):
+        return {"logits": xb[:, :1, 0, 0] * 0.0, "x": xb}
+
+    def loss(out, tb):
+        d = tf.cast(detector(out["x"], training=False), tf.float32)
+        return tf.gather(d, tf.cast(tb, tf.int32), axis=1, batch_dims=1)
+
+    x_adv = attacks.pgd_with_loss(
+        outputs,
+        x,
+        loss,
+        eps=s["eps"],
+        eps_iter=s["eps"] / 10,
+        nb_iter=s["targeted_steps"],
+        y=targets,
+        seed=seed,
+        batch_size=256,
+    ).x_adv
+    logits = detector.detector_logits(x_adv, batch_size=256)
+    return -logits[np.arange(len(x)), targets]
+
+
+class Runs:
+    """Attacked images of the sources, per attack; `fooled` and `score` of each."""
+
+    def __init__(self, classifier, detector, y):
+        self.classifier, self.detector, self.y = classifier, detector, y
+        self.rows = {}
+
+    def add(self, name, x_adv, seconds, group):
+        pred = np.argmax(self.classifier.predict(x_adv, batch_size=256, verbose=0), axis=1)
+        score = self.detector.score(x_adv, batch_size=256) if self.detector else None
+        self.rows[name] = {
+            "x": x_adv,
+            "fooled": pred != self.y,
+            "score": score,
+            "seconds": seconds,
+            "group": group,
+        }
+        log(f"{name}: fooled {np.mean(pred != self.y):.3f} ({seconds:.0f} s)")
+
+    def union(self, names):
+        """Per source: a fooling image with the lowest score, if any attack found one."""
+        fooled = np.stack([self.rows[n]["fooled"] for n in names])
+        if self.detector is None:
+            return fooled.any(axis=0), None
+        scores = np.stack([self.rows[n]["score"] for n in names])
+        key = np.where(fooled, scores, np.inf)
+        best = np.argmin(key, axis=0)
+        pick = np.arange(fooled.shape[1])
+        any_fooled = fooled.any(axis=0)
+        # unfooled sources: the attempt the detector liked best
+        score = np.where(any_fooled, scores[best, pick], scores.min(axis=0))
+        return any_fooled, score
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def run_strong(s, robust, undefended, detector, args):
+    """Every attack of part 3 on the same sources; a dict of figures."""
+    from keras_advguard import attacks, metrics
+
+    _, (x_test, y_test) = load_data(s)
+    # A seeded shuffle of the test split: MNIST's two test halves come from
+    # different writers, so its head is no fair sample.
+    order = np.random.default_rng(0).permutation(len(x_test))
+    x_test, y_test = x_test[order], y_test[order]
+    n_cal, eps = s["n_cal"], s["eps"]
+    x_cal = x_test[:n_cal]
+    detector.calibrate(x_cal, fpr=0.05, batch_size=256)
+    s_cal = detector.score(x_cal, batch_size=256)
+    thresholds = [float(v) for v in metrics.threshold_at_fpr(s_cal, list(FPRS))]
+    # Clean: the test images after the calibration ones.
+    x_rest, y_rest = x_test[n_cal:], y_test[n_cal:]
+    pred_rest = np.argmax(robust.predict(x_rest, batch_size=500, verbose=0), axis=1)
+    s_rest = detector.score(x_rest, batch_size=256)
+    clean = {
+        "n": int(len(x_rest)),
+        "accuracy": float(np.mean(pred_rest == y_rest)),
+        "accepted_correct": [
+            float(np.mean((s_rest <= t) & (pred_rest == y_rest))) for t in thresholds
+        ],
+        "rejected": [float(np.mean(s_rest > t)) for t in thresholds],
+        "rejected_errors": [
+            float(np.mean(s_rest[pred_rest != y_rest] > t)) if np.any(pred_rest != y_rest) else 0.0
+            for t in thresholds
+        ],
+    }
+    log(f"clean: accuracy {clean['accuracy']:.4f}, accepted & correct {clean['accepted_correct']}")
+    # The attacked set: the first n images after calibration; sources = correct ones.
+    n = args.n or s["n_strong"]
+    correct = pred_rest[:n] == y_rest[:n]
+    x, y = x_rest[:n][correct], y_rest[:n][correct]
+    log(f"strong: {len(x)} sources of {n} images ({np.mean(correct):.3f} correct)")
+    steps, restarts = s["steps"], s["restarts"]
+    combo = Runs(robust, detector, y)
+    alone = Runs(robust, None, y)
+    sd = float(np.std(s_cal)) + 1e-6
+    from keras_advguard import as_logits_fn
+
+    z_cal = np.asarray(as_logits_fn(robust)(x_cal[:500]))
+    lam = float(np.std(z_cal)) / (float(np.std(detector.detector_logits(x_cal[:500]))) + 1e-6)
+    common = {"eps": eps, "y": y, "batch_size": 256}
+    # -- classifier alone (its robust accuracy on these sources) --
+    for loss in ("ce", "dlr"):
+        r, dt = timed(attacks.apgd, robust, x, loss=loss, nb_iter=steps, seed=11, **common)
+        alone.add(f"APGD-{loss.upper()}-{steps}", r.x_adv, dt, "classifier")
+    targets_all = [(y + k) % 10 for k in range(1, 10)]
+    worst_t, total = apgd_every_target(
+        robust,
+        x,
+        targets_all,
+        s,
+        20,
+        lambda best, new: np.where(_fooled(robust, new, y)[:, None, None, None], new, best),
+    )
+    alone.add(f"APGD-T-{s['targeted_steps']} (9 targets)", worst_t, total, "classifier")
+    r, dt = timed(
+        attacks.pgd,
+        undefended,
+        x,
+        eps=eps,
+        eps_iter=eps / 30,
+        nb_iter=100,
+        seed=12,
+        y=y,
+        batch_size=256,
+    )
+    alone.add("transfer: PGD-100 on the undefended CNN", r.x_adv, dt, "transfer")
+    # -- the combination --
+    for name in alone.rows:  # the oblivious images, scored by the detector too
+        combo.add(
+            name + " (oblivious)", _x_of(alone, name), alone.rows[name]["seconds"], "oblivious"
+        )
+    for attack in (attacks.selective_pgd, attacks.orthogonal_pgd):
+        label = attack.__name__.replace("_pgd", " PGD")
+        r, dt = timed(attack, robust, x, detector, nb_iter=steps, restarts=1, seed=1, **common)
+        combo.add(f"{label}-{steps}, 1 restart", r.x_adv, dt, "adaptive")
+        if restarts > 1:
+            r2, dt2 = timed(
+                attack, robust, x, detector, nb_iter=steps, restarts=restarts - 1, seed=2, **common
+            )
+            combo.add(f"{label}-{steps}, restarts 2-{restarts}", r2.x_adv, dt2, "adaptive")
+        half = slice(0, max(1, len(x) // 2))
+        r3, dt3 = timed(
+            attack,
+            robust,
+            x[half],
+            detector,
+            eps=eps,
+            y=y[half],
+            nb_iter=s["long_steps"],
+            restarts=1,
+            seed=3,
+            batch_size=256,
+        )
+        combo.long = getattr(combo, "long", {})
+        combo.long[label] = (r3.x_adv, dt3, half)
+    for loss, scale in (("ce", 1.0), ("dlr", 1.0), ("dlr", 4.0)):
+        fn = joint_logits(robust, detector, lam * scale)
+        r, dt = timed(
+            attacks.apgd, fn, x, loss=loss, nb_iter=s["apgd_joint_steps"], seed=13, **common
+        )
+        combo.add(
+            f"APGD-{loss.upper()}-{s['apgd_joint_steps']} on z + {scale:g} lambda d",
+            r.x_adv,
+            dt,
+            "adaptive",
+        )
+    worst, total = apgd_every_target(
+        joint_logits(robust, detector, lam),
+        x,
+        targets_all,
+        s,
+        30,
+        lambda best, new: _keep_better(best, new, robust, detector, y),
+    )
+    combo.add(f"APGD-T-{s['targeted_steps']} on z + lambda d (9 targets)", worst, total, "adaptive")
+    second = _second_class(robust, x, y)
+    x_j, dt = timed(targeted_joint, robust, detector, x, second, s, sd, 14)
+    combo.add(f"targeted joint PGD-{s['joint_steps']} (2nd class)", x_j, dt, "adaptive")
+    # -- the detector attacked alone, towards every wrong class (a bound) --
+    t0 = time.perf_counter()
+    bound = np.min(
+        [detector_alone(detector, x, t, s, 40 + k) for k, t in enumerate(targets_all)], 0
+    )
+    bound_seconds = time.perf_counter() - t0
+    log(f"detector alone: evaded at 5% {np.mean(bound <= thresholds[1]):.3f}")
+    return _figures(s, combo, alone, thresholds, s_cal, clean, bound, bound_seconds, x, lam, n)
+
+
+def apgd_every_target(model, x, targets_all, s, seed, keep):
+    """Targeted APGD-DLR towards each wrong class; per source the image `keep` prefers."""
+    from keras_advguard import attacks
+
+    best, total = None, 0.0
+    for k, targets in enumerate(targets_all):
+        r, dt = timed(
+            attacks.apgd,
+            model,
+            x,
+            eps=s["eps"],
+            y=targets,
+            targeted=True,
+            loss="dlr",
+            nb_iter=s["targeted_steps"],
+            seed=seed + k,
+            batch_size=256,
+        )
+        total += dt
+        best = r.x_adv if best is None else keep(best, r.x_adv)
+    return best, total
+
+
+def _x_of(runs, name):
+    return runs.rows[name]["x"]
+
+
+def _fooled(model, x_adv, y):
+    return np.argmax(model.predict(x_adv, batch_size=256, verbose=0), axis=1) != y
+
+
+def _keep_better(best, x_adv, classifier, detector, y):
+    """Per source, the image that fools the classifier with the lower score."""
+    if best is None:
+        return x_adv
+
+    def key(xa):
+        fooled = _fooled(classifier, xa, y)
+        return np.where(fooled, detector.score(xa, batch_size=256), np.inf)
+
+    better = key(x_adv) < key(best)
+    return np.where(better[:, None, None, None], x_adv, best)
+
+
+def _second_class(model, x, y):
+    probs = np.asarray(model.predict(x, batch_size=256, verbose=0))
+    probs[np.arange(len(y)), y] = -np.inf
+    return np.argmax(probs, axis=1)
+
+
+def _row(fooled, score, thresholds, s_cal, s_src, seconds=None):
+    """Figures of one attack (or union) on the sources."""
+    out = {"fooled": float(np.mean(fooled)), "n_fooled": int(fooled.sum()), "seconds": seconds}
+    if score is None:
+        return out
+    from sklearn.metrics import roc_auc_score
+
+    out["sr"] = [float(np.mean(fooled & (score <= t))) for t in thresholds]
+    out["tpr_fooling"] = [
+        float(np.mean(score[fooled] > t)) if fooled.any() else None for t in thresholds
+    ]
+    out["tpr_all"] = [float(np.mean(score > t)) for t in thresholds]
+    labels = np.r_[np.zeros(len(s_src)), np.ones(int(fooled.sum()))]
+    out["auc_fooling"] = (
+        float(roc_auc_score(labels, np.r_[s_src, score[fooled]])) if fooled.any() else None
+    )
+    return out
+
+
+def _figures(s, combo, alone, thresholds, s_cal, clean, bound, bound_seconds, x, lam, n):
+    detector = combo.detector
+    s_src = detector.score(x, batch_size=256)
+    rows = {}
+    for name, r in combo.rows.items():
+        rows[name] = dict(
+            _row(r["fooled"], r["score"], thresholds, s_cal, s_src, r["seconds"]), group=r["group"]
+        )
+    adaptive = [k for k, r in combo.rows.items() if r["group"] == "adaptive"]
+    every = list(combo.rows)
+    for label, names in (
+        ("union of the adaptive attacks", adaptive),
+        ("union of every attack", every),
+    ):
+        fooled, score = combo.union(names)
+        rows[label] = dict(_row(fooled, score, thresholds, s_cal, s_src), group="union")
+    # classifier alone: robust accuracy on the n images (clean errors count as failures)
+    alone_rows = {}
+    for name, r in alone.rows.items():
+        alone_rows[name] = _row(r["fooled"], None, thresholds, s_cal, s_src, r["seconds"])
+    all_fooled = np.stack(
+        [r["fooled"] for r in combo.rows.values()] + [r["fooled"] for r in alone.rows.values()]
+    ).any(axis=0)
+    alone_rows["union of every attack above and below"] = _row(
+        all_fooled, None, thresholds, s_cal, s_src
+    )
+    robust_accuracy = {k: (len(x) - r["n_fooled"]) / n for k, r in alone_rows.items()}
+    # gradient-masking checks: more restarts, more steps (on the first half of the sources)
+    checks = []
+    for label, (x_long, dt, half) in combo.long.items():
+        first = f"{label}-{s['steps']}, 1 restart"
+        more = f"{label}-{s['steps']}, restarts 2-{s['restarts']}"
+        y_half = combo.y[half]
+        f_long = _fooled(combo.classifier, x_long, y_half)
+        sc_long = detector.score(x_long, batch_size=256)
+        one = combo.rows[first]
+        entries = [
+            (
+                f"{label}-{s['steps']}, 1 restart",
+                one["fooled"][half],
+                one["score"][half],
+                one["seconds"],
+            )
+        ]
+        if more in combo.rows:
+            f, sc = combo.union([first, more])
+            entries.append(
+                (
+                    f"{label}-{s['steps']}, {s['restarts']} restarts",
+                    f[half],
+                    sc[half],
+                    one["seconds"] + combo.rows[more]["seconds"],
+                )
+            )
+        entries.append((f"{label}-{s['long_steps']}, 1 restart", f_long, sc_long, dt))
+        for name, f, sc, sec in entries:
+            checks.append(
+                dict(_row(f, sc, thresholds, s_cal, s_src[half], sec), name=name, n=int(len(f)))
+            )
+    return {
+        "n_images": int(n),
+        "n_sources": int(len(x)),
+        "thresholds": thresholds,
+        "lambda": lam,
+        "clean": clean,
+        "rows": rows,
+        "alone": alone_rows,
+        "robust_accuracy": robust_accuracy,
+        "checks": checks,
+        "bound": {
+            "evaded": [float(np.mean(bound <= t)) for t in thresholds],
+            "seconds": bound_seconds,
+        },
+        "budget": {
+            k: s[k]
+            for k in (
+                "steps",
+                "restarts",
+                "long_steps",
+                "targeted_steps",
+                "apgd_joint_steps",
+                "joint_steps",
+                "eps",
+            )
+        },
+    }
+
+
+# ---------------------------------------------------------------------------
+# The report
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _engine_lines(report, seconds, folder):
+    """The engine's figures: detectors (oblivious, adaptive) and sanitizers."""
+    lines = [
+        "## 1. The engine (`keras_advguard.evaluate`)",
+        "",
+        f"{report['meta'].get('n_images')} test images, {report['meta'].get('n_sources')} sources, "
+        f"2 source splits; attacks {', '.join(report['attacks'])}; adaptive: selective and "
+        f"orthogonal PGD, {_adaptive_steps(report)} steps, per source the "
+        f"stronger (first split's test sources); sanitizers: each attack again through BPDA. "
+        f"{seconds / 60:.1f} min. Full report: `{folder}/report.md`.",
+        "",
+        "| detector | oblivious AUC (mixed) | oblivious TPR@5 (mixed) | adaptive fooled | "
+        "adaptive SR@1 | SR@5 | SR@10 | adaptive TPR@5 | adaptive AUC |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in report["detectors"].items():
+        if "error" in entry:
+            lines.append(f"| {name} | failed: {entry['error']} |||||||")
+            continue
+        mixed = entry["oblivious"]["mixed"]
+        ad = entry.get("adaptive", {})
+        tpr5 = (mixed.get("tpr") or [None] * 3)[1]
+        sr = ad.get("sr_at_fpr", [None] * 3)
+        atpr = ad.get("tpr", [None] * 3)
+        auc = mixed.get("auc")
+        lines.append(
+            f"| {name} | {_num(auc)} | {_pct(tpr5)} | {_pct(ad.get('success_rate'))} | "
+            f"{_pct(sr[0])} | {_pct(sr[1])} | {_pct(sr[2])} | {_pct(_at(atpr, 1))} | "
+            f"{_num(ad.get('auc'))} |"
+        )
+    undefended = report["undefended"]
+    lines += [
+        "",
+        "Accuracy of the robust classifier itself on the engine's images (clean errors count):"
+        " clean "
+        + _pct(undefended["clean"])
+        + "%, "
+        + ", ".join(f"{a} {_pct(undefended[a])}%" for a in report["attacks"])
+        + ".",
+        "",
+        "| sanitizer (robust classifier) | clean | "
+        + " | ".join(f"{a} oblivious / BPDA" for a in report["attacks"])
+        + " |",
+        "|---|---:|" + "---:|" * len(report["attacks"]),
+    ]
+    for name, entry in report["sanitizers"].items():
+        if "error" in entry:
+            lines.append(f"| {name} | failed: {entry['error']} |")
+            continue
+        ob, ad = entry["oblivious"], entry.get("adaptive", {})
+        cells = [f"{_pct(ob.get(a))} / {_pct(ad.get(a))}" for a in report["attacks"]]
+        lines.append(f"| {name} | {_pct(ob['clean'])} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _adaptive_steps(report):
+    steps = {e.get("adaptive", {}).get("nb_iter") for e in report["detectors"].values()}
+    return "/".join(str(v) for v in sorted(steps - {None})) or "?"
+
+
+def _num(v):
+    if isinstance(v, dict):
+        v = v.get("mean")
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _at(values, i):
+    if isinstance(values, dict):
+        values = values.get("mean")
+    return None if not values else values[i]
+
+
+def write_report(path, s, info, dets, strong, engine, started, quick):
+    import _common as bench
+
+    lines = [
+        "# Defences that hold (`benchmarks/robust.py`)",
+        "",
+        bench.machine_line("robust.py" + (" --quick" if quick else ""))
+        + " "
+        + _times(engine, strong),
+        "",
+    ]
+    records = info.get("records", [])
+    epochs = len(records) if records else info.get("epochs")
+    lines += [
+        f"Dataset: {s['dataset']}, eps {s['eps']} (L-infinity). Guarded classifier: "
+        + (
+            "a digits CNN adversarially trained for a few seconds (`--quick` smoke run)."
+            if quick
+            else f"`{ROBUST_STEM}.keras` (`AdversarialModel`, PGD-7 training, {epochs} epochs, "
+            f"{sum(r['train_seconds'] for r in records) / 60:.0f} min of training in all; "
+            "see `robust_training.md`)."
+        ),
+        "Detector: `ClassConditionalInputDetector` (filters "
+        f"{NETWORK['filters']}, dense {NETWORK['dense_units']}) trained with `fit` on the first "
+        f"{s['n_fit']} training images for {s['epochs']} epochs: *asymmetric* "
+        f"(eps {s['eps']}, PGD-{DETECTORS['asymmetric']['steps']} negatives towards a random or "
+        f"the easiest wrong class) in {dets['asymmetric'][1]:.0f} s, *standard* (eps 0, "
+        f"one-vs-rest) in {dets['standard'][1]:.0f} s. Nothing was tuned on the test split: "
+        "every setting below is the first one run.",
+        "",
+    ]
+    lines += _goal_lines(strong, quick)
+    if engine is not None:
+        lines += _engine_lines(*engine)
+    if strong is not None:
+        lines += _strong_lines(s, strong)
+    if not quick:
+        lines += _comparison_lines()
+    path.write_text("\n".join(lines) + "\n")
+    log(f"wrote {path}")
+
+
+def _strong_lines(s, r):
+    b = r["budget"]
+    thr = ", ".join(f"{t:.3f}" for t in r["thresholds"])
+    c = r["clean"]
+    lines = [
+        "## 2. The strongest attacks on robust classifier + asymmetric detector",
+        "",
+        "Test images in a seeded random order (MNIST's two test halves come from different "
+        f"writers). Calibration: the first {s['n_cal']} of them (clean), thresholds at "
+        f"1/5/10% FPR {thr}. Attacked: the next {r['n_images']}, of which {r['n_sources']} "
+        "are classified correctly (the sources). Budgets: selective and orthogonal PGD "
+        f"{b['steps']} steps of eps/10 (the attacks' default step), {b['restarts']} random "
+        f"starts (run as 1 + {b['restarts'] - 1}); APGD-CE / APGD-DLR {b['apgd_joint_steps']} "
+        "steps on the joint logits `z(x) + lambda d(x)` (classifier logits plus the K detector "
+        f"logits, lambda = {r['lambda']:.3g} = std(z) / std(d) on clean images, and 4 lambda), "
+        f"which makes the untargeted attack push some wrong class `t` in both; APGD-T "
+        f"{b['targeted_steps']} steps on the joint logits towards each of the 9 wrong classes; "
+        f"targeted joint PGD {b['joint_steps']} steps on `-CE(f(x'), t) + d_t(x') / sd` "
+        "towards the classifier's second class. The union takes, per source, a fooling image "
+        "with the lowest score over every attack.",
+        "",
+        "SR@N: share of sources misclassified **and** not flagged at N% FPR (the attacker "
+        "wins). TPR (fooling): share of the misclassified images that are flagged. TPR (all): "
+        "share of all attacked images flagged. AUC: clean sources vs fooling images.",
+        "",
+        "| attack | fooled | SR@1 | SR@5 | SR@10 | TPR@1 (fooling) | TPR@5 (fooling) | "
+        "TPR@10 (fooling) | TPR@5 (all) | AUC | time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in r["rows"].items():
+        sec = "-" if row.get("seconds") is None else f"{row['seconds']:.0f}"
+        bold = "**" if name.startswith("union") else ""
+        lines.append(
+            f"| {bold}{name}{bold} | {_pct(row['fooled'])} | {_pct(row['sr'][0])} | "
+            f"{bold}{_pct(row['sr'][1])}{bold} | {_pct(row['sr'][2])} | "
+            f"{_pct(row['tpr_fooling'][0])} | {bold}{_pct(row['tpr_fooling'][1])}{bold} | "
+            f"{_pct(row['tpr_fooling'][2])} | {_pct(row['tpr_all'][1])} | "
+            f"{_num(row['auc_fooling'])} | {sec} |"
+        )
+    u = r["rows"]["union of every attack"]
+    lines += [
+        "",
+        "### Accepted and correct",
+        "",
+        f"Clean: {c['n']} test images after the calibration ones; classifier accuracy "
+        f"{_pct(c['accuracy'])}%.",
+        "",
+        "| FPR | clean rejected | clean errors rejected | clean accepted and correct | "
+        "attacked sources: attack failed or caught (1 - SR, union) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for i, f in enumerate(FPRS):
+        lines.append(
+            f"| {int(100 * f)}% | {_pct(c['rejected'][i])} | {_pct(c['rejected_errors'][i])} | "
+            f"{_pct(c['accepted_correct'][i])} | {_pct(1 - u['sr'][i])} |"
+        )
+    lines += [
+        "",
+        "### The robust classifier alone on the same images",
+        "",
+        f"Robust accuracy over the {r['n_images']} images (a clean error counts as a failure; "
+        "an image counts as robust when no attack misclassifies it):",
+        "",
+        "| attack | sources fooled | robust accuracy | time (s) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in r["alone"].items():
+        sec = "-" if row.get("seconds") is None else f"{row['seconds']:.0f}"
+        lines.append(f"| {name} | {row['n_fooled']} | {_pct(r['robust_accuracy'][name])} | {sec} |")
+    lines += [
+        "",
+        "### Gradient-masking checks",
+        "",
+        "More random starts and more steps must not do much better than the budget above (if "
+        "they did, the figures would be the attack's weakness, not the defence's strength); "
+        "a transfer attack (PGD-100 on the undefended CNN, in the table above) must not beat "
+        "the white-box attacks. On the first half of the sources:",
+        "",
+        "| attack | sources | fooled | SR@1 | SR@5 | SR@10 | TPR@5 (fooling) | time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["checks"]:
+        sec = "-" if row.get("seconds") is None else f"{row['seconds']:.0f}"
+        lines.append(
+            f"| {row['name']} | {row['n']} | {_pct(row['fooled'])} | {_pct(row['sr'][0])} | "
+            f"{_pct(row['sr'][1])} | {_pct(row['sr'][2])} | {_pct(row['tpr_fooling'][1])} | "
+            f"{sec} |"
+        )
+    ev = r["bound"]["evaded"]
+    lines += [
+        "",
+        "**The detector attacked alone** (PGD on `d_t` only, the classifier ignored, "
+        f"{b['targeted_steps']} steps towards each of the 9 wrong classes `t`, scored at `t`): "
+        f"at 1/5/10% FPR, {_pct(ev[0])} / {_pct(ev[1])} / {_pct(ev[2])}% of the sources reach a "
+        "point that the detector accepts as a clean image of some wrong class. This bounds what "
+        "a better-targeted joint attack could reach if it also moved the classifier to that "
+        f"class ({r['bound']['seconds']:.0f} s).",
+        "",
+    ]
+    return lines
+
+
+def _times(engine, strong):
+    """How long the two phases took (wall clock, from their stored figures)."""
+    parts = []
+    if engine is not None:
+        parts.append(f"the engine {engine[1] / 60:.1f} min")
+    if strong is not None:
+        rows = [r for r in strong["rows"].values() if r.get("seconds")]
+        seconds = sum(r["seconds"] for r in rows) + strong["bound"]["seconds"]
+        long = f"-{strong['budget']['long_steps']}, "
+        seconds += sum(c["seconds"] for c in strong["checks"] if long in c["name"])
+        parts.append(f"the strong attacks {seconds / 60:.1f} min (sum of their times)")
+    return ("Time: " + ", ".join(parts) + ".") if parts else ""
+
+
+def _comparison_lines():
+    """The undefended model and the papers' defences (from `adaptive.json`), for comparison."""
+    path = RESULTS / "adaptive.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    lines = [
+        "## 3. For comparison: the undefended CNN and the papers' defences",
+        "",
+        "From `adaptive.json` (`benchmarks/adaptive.py`, MNIST, eps 0.3 L-inf, 50 sources, 100 "
+        "steps of eps/10, 1 restart: a *smaller* budget than section 2's). Detectors guard the "
+        "undefended `mnist_cnn`; SR@5 under the best adaptive attack per source (selective, "
+        "orthogonal, joint loss PGD).",
+        "Its `robust` row is the robust classifier cached when that piece ran (finished "
+        f"{data.get('mnist/apgd/robust', {}).get('budget', {}).get('finished', '?')}): an "
+        "earlier, shorter training run than section 2's.",
+        "",
+        "| defence | oblivious PGD SR@5 | best adaptive SR@5 | best adaptive TPR@5 | "
+        "attacked sources: failed or caught |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, entry in data.items():
+        if not (key.startswith("mnist/detectors/") and key.endswith("/Linf")):
+            continue
+        rows = entry["rows"]
+        best = rows.get("best of the adaptive attacks, per source", {})
+        obl = rows.get("oblivious PGD", {})
+        name = key.split("/")[2]
+        lines.append(
+            f"| {name} | {_pct(obl.get('sr5'))} | {_pct(best.get('sr5'))} | "
+            f"{_pct(best.get('tpr5'))} | {_pct(1 - best['sr5']) if 'sr5' in best else '-'} |"
+        )
+    lines += [
+        "",
+        "| classifier (or sanitized classifier) | accuracy under oblivious PGD | under the "
+        "best of PGD, APGD-CE, APGD-DLR (BPDA through sanitizers) |",
+        "|---|---:|---:|",
+    ]
+    for key, entry in data.items():
+        if not key.startswith("mnist/apgd/"):
+            continue
+        for row in entry["rows"]:
+            if row["norm"] == "Linf" and abs(row["eps"] - 0.3) < 1e-9:
+                obl, worst = _pct(1 - row["oblivious_any"]), _pct(1 - row["any"])
+                lines.append(f"| {row['model']} | {obl} | {worst} |")
+    lines.append("")
+    return lines
+
+
+def _goal_lines(strong, quick):
+    """The issue's goals against what this run measured."""
+    if strong is None:
+        return []
+    u = strong["rows"]["union of every attack"]
+    ra = strong["robust_accuracy"]
+    apgd = [k for k in ra if k.startswith("APGD-CE") or k.startswith("APGD-DLR")]
+    worst_apgd = min(ra[k] for k in apgd) if apgd else None
+    union_alone = ra.get("union of every attack above and below")
+    clean = strong["clean"]["accepted_correct"][1]
+    training = RESULTS / "robust_training.json"
+    thousand = ""
+    if training.exists() and not quick:
+        test = json.loads(training.read_text()).get("test", {})
+        if "apgd_ce" in test and "apgd_dlr" in test:
+            thousand = (
+                f"; `robust_training.md`, {test['n']} test images: APGD-CE {_pct(test['apgd_ce'])}"
+                f", APGD-DLR {_pct(test['apgd_dlr'])}, worst case {_pct(test['worst_case'])}"
+            )
+    tpr = u["tpr_fooling"][1]
+    lines = [
+        "## Goals",
+        "",
+        "| goal | measured here | met |",
+        "|---|---:|---|",
+        f"| robust accuracy >= 89% under APGD-CE and APGD-DLR | {_pct(worst_apgd)} "
+        f"on {strong['n_images']} images (per-image union of every attack: "
+        f"{_pct(union_alone)}){thousand} | "
+        f"{'yes' if worst_apgd is not None and worst_apgd >= 0.89 else 'no'} |",
+        f"| detector TPR >= 90% at 5% FPR under the strongest attack (union, fooling images) | "
+        f"{_pct(tpr)} ({u['n_fooled']} fooling images) | "
+        f"{'yes' if tpr is not None and tpr >= 0.9 else 'no'} |",
+        f"| clean accepted and correct >= 94% at 5% FPR | {_pct(clean)} | "
+        f"{'yes' if clean >= 0.94 else 'no'} |",
+        "",
+    ]
+    return lines
+
+
+def _merge(state_file, key, value):
+    """Store one phase's figures in the JSON, keeping what other phases wrote there."""
+    from keras_advguard._files import write_json
+
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    state[key] = value
+    write_json(state_file, state)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--phase", default="all", choices=("all", "detectors", "engine", "strong", "report")
+    )
+    parser.add_argument("--n", type=int, default=None, help="images of the strong attacks")
+    args = parser.parse_args()
+    started = time.time()
+    s = settings(args.quick)
+    stem = RESULTS / ("robust_quick" if args.quick else "robust")
+    robust, undefended, info = load_classifiers(s)
+    dets = train_detectors(s, robust)
+    if args.phase == "detectors":
+        return
+    state_file = stem.with_suffix(".json")
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    engine = None
+    if args.phase in ("all", "engine"):
+        report, seconds = run_engine(s, robust, dets, stem)
+        figures = report.to_dict()
+        figures.pop("roc", None)
+        state["engine"] = {"report": figures, "seconds": seconds}
+        _merge(state_file, "engine", state["engine"])
+    saved = stem.parent / (stem.name + "_engine") / "report.json"
+    if "engine" not in state and saved.exists():  # an interrupted run: its saved report
+        figures = json.loads(saved.read_text())
+        figures.pop("roc", None)
+        seconds = sum(figures["meta"].get("timing", {}).values())
+        state["engine"] = {"report": figures, "seconds": seconds}
+    if args.phase in ("all", "strong"):
+        state["strong"] = run_strong(s, robust, undefended, dets["asymmetric"][0], args)
+        _merge(state_file, "strong", state["strong"])
+    state = {**json.loads(state_file.read_text()), **state} if state_file.exists() else state
+    if "engine" in state:
+        engine = (state["engine"]["report"], state["engine"]["seconds"], stem.name + "_engine")
+    write_report(
+        stem.with_suffix(".md"), s, info, dets, state.get("strong"), engine, started, args.quick
+    )
+
+
+if __name__ == "__main__":
+    main()
