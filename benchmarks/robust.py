@@ -271,12 +271,37 @@ def joint_logits(classifier, detector, lam):
     return fn
 
 
+def _logit_at(detector, xb, tb):
+    """`d_t(x)` per row: the class-conditional detector's logit at the class `t`."""
+    import tensorflow as tf
+
+    d = tf.cast(detector(xb, training=False), tf.float32)
+    return tf.gather(d, tf.cast(tb, tf.int32), axis=1, batch_dims=1)
+
+
+def _pgd_towards(outputs, loss, x, targets, s, steps, seed):
+    """`pgd_with_loss` with the benchmark's step (eps/10), all steps, towards `targets`."""
+    from keras_advguard import attacks
+
+    return attacks.pgd_with_loss(
+        outputs,
+        x,
+        loss,
+        eps=s["eps"],
+        eps_iter=s["eps"] / 10,
+        nb_iter=steps,
+        y=targets,
+        seed=seed,
+        batch_size=256,
+    ).x_adv
+
+
 def targeted_joint(classifier, detector, x, targets, s, sd, seed):
     """PGD on `-CE(f(x'), t) + d_t(x') / sd` towards the targets `t`, all steps."""
     import keras
     import tensorflow as tf
 
-    from keras_advguard import as_logits_fn, attacks
+    from keras_advguard import as_logits_fn
 
     z = as_logits_fn(classifier)
 
@@ -285,46 +310,21 @@ def targeted_joint(classifier, detector, x, targets, s, sd, seed):
 
     def loss(out, tb):
         ce = keras.ops.sparse_categorical_crossentropy(tb, out["logits"], from_logits=True)
-        d = tf.cast(detector(out["x"], training=False), tf.float32)
-        return -ce + tf.gather(d, tf.cast(tb, tf.int32), axis=1, batch_dims=1) / sd
+        return -ce + _logit_at(detector, out["x"], tb) / sd
 
-    return attacks.pgd_with_loss(
-        outputs,
-        x,
-        loss,
-        eps=s["eps"],
-        eps_iter=s["eps"] / 10,
-        nb_iter=s["joint_steps"],
-        y=targets,
-        seed=seed,
-        batch_size=256,
-    ).x_adv
+    return _pgd_towards(outputs, loss, x, targets, s, s["joint_steps"], seed)
 
 
 def detector_alone(detector, x, targets, s, seed):
     """PGD on `d_t` alone (the classifier ignored): the detector's scores at `t` after it."""
-    import tensorflow as tf
-
-    from keras_advguard import attacks
 
     def outputs(xb):
         return {"logits": xb[:, :1, 0, 0] * 0.0, "x": xb}
 
     def loss(out, tb):
-        d = tf.cast(detector(out["x"], training=False), tf.float32)
-        return tf.gather(d, tf.cast(tb, tf.int32), axis=1, batch_dims=1)
+        return _logit_at(detector, out["x"], tb)
 
-    x_adv = attacks.pgd_with_loss(
-        outputs,
-        x,
-        loss,
-        eps=s["eps"],
-        eps_iter=s["eps"] / 10,
-        nb_iter=s["targeted_steps"],
-        y=targets,
-        seed=seed,
-        batch_size=256,
-    ).x_adv
+    x_adv = _pgd_towards(outputs, loss, x, targets, s, s["targeted_steps"], seed)
     logits = detector.detector_logits(x_adv, batch_size=256)
     return -logits[np.arange(len(x)), targets]
 
