@@ -333,6 +333,14 @@ def train_detectors(s, args):
     return out
 
 
+def _robust_epochs():
+    """Epochs of the cached robust classifier (its training records), or "?"."""
+    import json
+
+    meta = ROBUST_MNIST.expanduser().with_suffix(".json")
+    return len(json.loads(meta.read_text())["records"]) if meta.exists() else "?"
+
+
 def write_report(path, s, args, trained, results, started):
     lines = [
         "# Detectors trained against the attacker (`benchmarks/detector_training.py`)",
@@ -347,7 +355,8 @@ def write_report(path, s, args, trained, results, started):
     else:
         lines.append(
             "Classifier: the adversarially trained MNIST CNN "
-            "(`robust_mnist_cnn-pgd-eps0.3-k7-a0.1-r1.keras`, PGD-7 training, 2 epochs; clean "
+            "(`robust_mnist_cnn-pgd-eps0.3-k7-a0.1-r1.keras`, PGD-7 training, "
+            f"{_robust_epochs()} epochs; clean "
             f"accuracy {s['clean_accuracy']:.4f} on the test images after the calibration ones). "
             f"eps {s['eps']} (L-inf). Detectors trained on the first {len(s['x_fit'])} MNIST "
             "training images only (CPU budget)."
