@@ -10,7 +10,8 @@ module holds what they all need around it, once:
   adds its own options to it.
 - `load(dataset, quick)`: the dataset (`load_dataset`) and its reference
   classifier (`models.load_or_train`, cached), as `(train, test, model, info)`.
-- `log(message)`, `Timer` (wall and CPU seconds of named stages).
+- `log(message)`, `Timer` (wall and CPU seconds of named stages), `home()`
+  (`$KERAS_ADVGUARD_HOME`, else `~/.keras_advguard`).
 - `table(header, rows)`: a markdown table; `machine_line()`: the machine,
   versions and date line every results file starts with.
 - `results_stem(name, dataset, quick, out)`: `benchmarks/results/{name}_{dataset}`
@@ -44,6 +45,11 @@ REFERENCE_MODELS = {
     "fashion_mnist": ("mnist_cnn", {"epochs": 5, "seed": 0}),
     "cifar10": ("cifar_cnn", {"epochs": 28, "batch_size": 32, "seed": 0}),
 }
+
+
+def home():
+    """The library's cache folder: `$KERAS_ADVGUARD_HOME`, else `~/.keras_advguard`."""
+    return Path(os.environ.get("KERAS_ADVGUARD_HOME", os.path.expanduser("~/.keras_advguard")))
 
 
 def log(message):

@@ -67,6 +67,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _common as bench  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 ROBUST_STEM = "robust_mnist_cnn-pgd-eps0.3-k7-a0.1-r1"
@@ -89,12 +91,7 @@ SANITIZER_SETTINGS = {  # benchmarks/sanitizers.py's settings
 }
 
 
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def home():
-    return Path(os.environ.get("KERAS_ADVGUARD_HOME", os.path.expanduser("~/.keras_advguard")))
+home, log = bench.home, bench.log
 
 
 # --------------------------------------------------------------------------
@@ -138,6 +135,21 @@ def record(args, entries, remove=()):
             store.pop(key, None)
         store.update(entries)
         write_json(path, store, sort_keys=True)
+
+
+def _recorded(args, failed_key, what, run, prefix=""):
+    """`run()`, or `None` after logging its error and recording it under `failed_key`.
+
+    One piece of the benchmark that fails costs only its own table row: the
+    reason (`prefix`, the error's type and first line) is kept in the JSON store.
+    """
+    try:
+        return run()
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        reason = f"{prefix}{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        log(f"{what} failed: {reason}")
+        record(args, {failed_key: reason})
+        return None
 
 
 def _clean(value):
@@ -196,12 +208,8 @@ def setup(args):
         )
         n_val, fit_n = len(x_test) // 2, 2000
     elif args.dataset == "cifar10":
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import _common  # the reference CIFAR model: the same call as every benchmark
-
-        (x_train, y_train), (x_test, y_test), model, info = _common.load("cifar10")
+        # the reference CIFAR model: the same call as every benchmark
+        (x_train, y_train), (x_test, y_test), model, info = bench.load("cifar10")
         name, eps, layers, knn_layer = (
             "CIFAR-10 subset",
             {"inf": 8 / 255, "2": 0.5},
@@ -537,15 +545,12 @@ def _undefended_adv(s, args, label, norm, eps):
             if np.array_equal(data["x"], s["x"]):
                 return {k: (data[k], float(data[f"{k}_s"])) for k in ("pgd", "ce", "dlr")}
     out = _attack_all(s["model"], s, args, norm, eps)
+    from keras_advguard._files import write_atomic
+
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
-    np.savez(
-        tmp,
-        x=s["x"],
-        **{k: v[0] for k, v in out.items()},
-        **{f"{k}_s": v[1] for k, v in out.items()},
-    )
-    os.replace(tmp, cache)
+    arrays = {"x": s["x"], **{k: v[0] for k, v in out.items()}}
+    arrays.update({f"{k}_s": v[1] for k, v in out.items()})
+    write_atomic(cache, lambda tmp: np.savez(tmp, **arrays), ".npz")
     return out
 
 
@@ -992,12 +997,16 @@ def main():
         for label in args.norms:
             t = time.perf_counter()
             log(f"{name} {label}")
-            try:
-                rows = attack_detector(s, detector, NORMS[label], args)
-            except Exception as e:  # noqa: BLE001 - reported in the table
-                reason = f"{label}: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
-                log(f"{name} {label} failed: {reason}")
-                record(args, {f"{key}/failed/detectors/{name}": reason})
+            rows = _recorded(
+                args,
+                f"{key}/failed/detectors/{name}",
+                f"{name} {label}",
+                lambda detector=detector, label=label: attack_detector(
+                    s, detector, NORMS[label], args
+                ),
+                prefix=f"{label}: ",
+            )
+            if rows is None:
                 continue
             entry = {
                 "rows": rows,
@@ -1021,12 +1030,13 @@ def main():
                 entry = {"rows": rows, "budget": budget_of(args, s), "complete": False}
                 record(args, {f"{key}/apgd/{name}": _clean(entry)})
 
-            try:
-                rows = apgd_rows(s, args, name, on_row=partial)
-            except Exception as e:  # noqa: BLE001 - reported in the table
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-                log(f"{name} failed: {reason}")
-                record(args, {f"{key}/failed/apgd/{name}": reason})
+            rows = _recorded(
+                args,
+                f"{key}/failed/apgd/{name}",
+                name,
+                lambda name=name: apgd_rows(s, args, name, on_row=partial),
+            )
+            if rows is None:
                 continue
             entry = {
                 "rows": rows,

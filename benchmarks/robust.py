@@ -45,7 +45,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _common as bench  # noqa: E402
 import numpy as np  # noqa: E402
+
+home, log = bench.home, bench.log
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
@@ -58,14 +61,6 @@ DETECTORS = {
     "standard": {"eps": 0.0, "steps": 1, "target": "random"},
 }
 NETWORK = {"filters": (32, 64), "dense_units": 128}
-
-
-def home():
-    return Path(os.environ.get("KERAS_ADVGUARD_HOME", os.path.expanduser("~/.keras_advguard")))
-
-
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def settings(quick):
@@ -714,7 +709,7 @@ def _figures(s, combo, alone, thresholds, s_cal, clean, bound, bound_seconds, x,
 
 
 def _pct(v):
-    return "-" if v is None else f"{100 * v:.1f}"
+    return bench.pct(v, digits=1)
 
 
 def _engine_lines(report, seconds, folder):
@@ -791,8 +786,6 @@ def _at(values, i):
 
 
 def write_report(path, s, info, dets, strong, engine, started, quick, bound=None):
-    import _common as bench
-
     lines = [
         "# Defences that hold (`benchmarks/robust.py`)",
         "",
@@ -830,7 +823,7 @@ def write_report(path, s, info, dets, strong, engine, started, quick, bound=None
         lines += _bound_lines(bound)
     if not quick:
         lines += _comparison_lines()
-    path.write_text("\n".join(lines) + "\n")
+    bench.write_text(path, "\n".join(lines) + "\n")
     log(f"wrote {path}")
 
 

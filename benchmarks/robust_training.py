@@ -40,14 +40,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _common as bench  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 EPS = 0.3
 MADRY = {"clean": 0.985, "pgd": 0.896, "autoattack": 0.885}
 
 
-def home():
-    return Path(os.environ.get("KERAS_ADVGUARD_HOME", os.path.expanduser("~/.keras_advguard")))
+home = bench.home
 
 
 def load_data(quick):
