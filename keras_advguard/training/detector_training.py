@@ -85,19 +85,29 @@ def adversarial_fit(
 
     Clean and adversarial inputs get equal total weight (`sample_weight`).
     The threshold set for the attacks is removed at the end: calibrate the
-    trained detector on held-out clean inputs. Statistical detectors are not
-    trained this way: `KNNDetector`, the medoid statistics and the
-    calibration-only detectors are fitted on clean inputs alone (there is no
-    adversarial class in their fit to feed), and
-    `ClassConditionalInputDetector` trains against its own attacker inside
-    `fit`.
+    trained detector on held-out clean inputs.
+
+    `KNNDetector` (Carrara et al.'s kNN vote) has no adversarial class in
+    its fit; its analogue of this loop augments the **reference set**: the
+    examples that fool the classifier are added to the training activations
+    with the label of their source (`y`), so an input the attack pushes
+    towards them finds neighbours that disagree with the wrong prediction.
+    Round 0 fits it on `x` and the oblivious examples (or `x_adv`, one
+    attacked version per row of `x`); each round refits it on `x` and every
+    fooling example so far (`accumulate`). `epochs_per_round`, `batch_size`
+    and `**fit_kwargs` do not apply there (the kNN has no epochs; the
+    classifier passes use `attack_batch_size`). The calibration-only
+    detectors have nothing to train, and `ClassConditionalInputDetector`
+    trains against its own attacker inside `fit`.
 
     Args:
         detector: a `keras.Model` detector with `supervised = True` and a
-            guarded classifier (`detector.model`).
+            guarded classifier (`detector.model`), or a `KNNDetector` with a
+            classifier (see above).
         x: clean training images `(N, ...)` in `[clip_min, clip_max]`.
-        y: their labels `(N,)`, what the attacks move away from. Defaults to
-            `None`: the classifier's predictions.
+        y: their labels `(N,)`, what the attacks move away from (and, for
+            `KNNDetector`, the reference labels). Defaults to `None`: the
+            classifier's predictions.
         eps: the attack radius in `norm` (>= 0).
         rounds: adaptive rounds after round 0 (>= 0). Defaults to `3`.
         epochs_per_round: training epochs per round (>= 1). Defaults to `5`.
@@ -134,10 +144,13 @@ def adversarial_fit(
         "n_negatives"}` (`fooled`: share of `x` whose crafted input fools the
         classifier; `evaded`: share that fools it and scores at or below the
         current threshold, before this round's training; `None` in round 0).
+        For `KNNDetector`, `history` is empty (no epochs) and
+        `n_negatives` counts the adversarial reference samples.
 
     Raises:
-        TypeError: a detector that is not trained with
-            `fit(x, is_adversarial)`, or an `attack` of the wrong type.
+        TypeError: a detector that is neither trained with
+            `fit(x, is_adversarial)` nor a `KNNDetector`, `fit_kwargs` for a
+            `KNNDetector`, or an `attack` of the wrong type.
         ValueError: a detector without a classifier, an unknown attack, bad
             budgets, NaN or infinite `x`, or `x` outside the clip range.
 
@@ -159,14 +172,23 @@ def adversarial_fit(
     import keras
 
     from keras_advguard import attacks
+    from keras_advguard.detectors.knn_detector import KNNDetector
 
-    if not (isinstance(detector, keras.Model) and getattr(detector, "supervised", False)):
+    knn = isinstance(detector, KNNDetector)
+    if not knn and not (
+        isinstance(detector, keras.Model) and getattr(detector, "supervised", False)
+    ):
         raise TypeError(
             "Argument `detector` must be a keras.Model detector trained with "
             "`fit(x, is_adversarial)` (supervised = True: InputCNNDetector, "
-            "MedoidLSTMDetector). Statistical detectors are fitted on clean inputs "
-            "only; ClassConditionalInputDetector trains against its own attacker in "
-            f"`fit`. Received: detector of type {type(detector).__name__}"
+            "MedoidLSTMDetector) or a KNNDetector. The calibration-only detectors have "
+            "nothing to train; ClassConditionalInputDetector trains against its own "
+            f"attacker in `fit`. Received: detector of type {type(detector).__name__}"
+        )
+    if knn and fit_kwargs:
+        raise TypeError(
+            "A KNNDetector has no Keras `fit` to pass keyword arguments to. "
+            f"Received: {', '.join(sorted(fit_kwargs))}"
         )
     model = getattr(detector, "model", None)
     if model is None:
@@ -224,6 +246,10 @@ def adversarial_fit(
     history.rounds = []
 
     def train(negatives, round_index):
+        if knn:
+            x_ref = np.concatenate([x, negatives])
+            detector.fit(x_ref, np.r_[y, neg_labels], batch_size=attack_batch_size)
+            return
         x_fit = np.concatenate([x, negatives])
         labels = np.r_[np.zeros(len(x)), np.ones(len(negatives))].astype("float32")
         weights = _balanced_weights(len(x), len(negatives))
@@ -246,11 +272,19 @@ def adversarial_fit(
     if x_adv is None:
         result = attacks.pgd(model, x, y=y, seed=seed, **budget)
         negatives = result.x_adv[result.success]
+        neg_labels = y[result.success]
         fooled = result.success_rate
     else:
         negatives = _validation.check_array("x_adv", x_adv, min_ndim=2, dtype_kind="fiu")
         _validation.check_finite("x_adv", negatives)
         negatives = negatives.astype("float32", copy=False)
+        if knn and negatives.shape != x.shape:
+            raise ValueError(
+                "For a KNNDetector, `x_adv` must hold one attacked version of each row "
+                f"of `x` (their labels are `y`). Received: x_adv of shape {negatives.shape} "
+                f"for x of shape {x.shape}"
+            )
+        neg_labels = y
         fooled = None
     train(negatives, 0)
     history.rounds.append(
@@ -267,13 +301,14 @@ def adversarial_fit(
 
     for r in range(1, rounds + 1):
         detector.calibrate(x, fpr=fpr, batch_size=attack_batch_size)
-        new = []
+        new, new_labels = [], []
         for name, fn in functions:
             run_seed = None if seed is None else seed + r
             result = fn(model, x, detector, y=y, restarts=restarts, seed=run_seed, **budget)
             scores = detector.score(result.x_adv, batch_size=attack_batch_size)
             evaded = result.success & (scores <= detector.threshold_)
             new.append(result.x_adv[result.success])
+            new_labels.append(y[result.success])
             history.rounds.append(
                 {
                     "round": r,
@@ -287,8 +322,9 @@ def adversarial_fit(
                 f"round {r}, {name}: fooled {result.success_rate:.3f}, "
                 f"fooled and undetected {np.mean(evaded):.3f}"
             )
-        new = np.concatenate(new)
+        new, new_labels = np.concatenate(new), np.concatenate(new_labels)
         negatives = np.concatenate([negatives, new]) if accumulate else new
+        neg_labels = np.concatenate([neg_labels, new_labels]) if accumulate else new_labels
         for entry in history.rounds:
             if entry["round"] == r:
                 entry["n_negatives"] = len(negatives)

@@ -141,3 +141,44 @@ def test_errors(data):
         adversarial_fit(detector, x + 2, eps=0.1)
     with pytest.raises(TypeError, match="epochs_per_round"):
         adversarial_fit(detector, x, eps=0.1, epochs=3)
+
+
+def _knn(model):
+    from keras_advguard.detectors import KNNDetector
+
+    return KNNDetector(model, layer=model.layers[1].name, n_neighbors=5)
+
+
+def test_knn_reference_set_grows_with_source_labels(data):
+    model, x = data
+    y = np.arange(len(x)) % 3
+    given = np.clip(x + 0.2, 0, 1)
+    detector = _knn(model)
+    history = adversarial_fit(
+        detector, x, y, eps=0.2, rounds=1, nb_iter=4, x_adv=given, seed=0, attack="selective_pgd"
+    )
+    r1 = history.rounds[1]
+    # Reference set: the clean rows, round 0's given versions, round 1's fooling examples,
+    # each adversarial row labelled with its source's label.
+    assert detector.train_activations_.shape[0] == 2 * len(x) + r1["n_new"]
+    np.testing.assert_array_equal(detector.train_labels_[: 2 * len(x)], np.r_[y, y])
+    assert r1["n_negatives"] == len(x) + r1["n_new"]
+    assert history.history == {}
+    assert getattr(detector, "threshold_", None) is None
+    # The kNN vote of the augmented set, recomputed by hand with scikit-learn.
+    from sklearn.neighbors import NearestNeighbors
+
+    hidden = keras.Model(model.inputs, model.layers[1].output)
+    acts = np.asarray(hidden.predict(given, verbose=0))
+    pred = np.argmax(model.predict(given, verbose=0), axis=1)
+    _, idx = NearestNeighbors(n_neighbors=5).fit(detector.train_activations_).kneighbors(acts)
+    expected = 1.0 - np.mean(detector.train_labels_[idx] == pred[:, None], axis=1)
+    np.testing.assert_allclose(detector.score(given), expected, atol=1e-6)
+
+
+def test_knn_errors(data):
+    model, x = data
+    with pytest.raises(TypeError, match="KNNDetector has no Keras `fit`"):
+        adversarial_fit(_knn(model), x, eps=0.1, verbose=1, callbacks=[])
+    with pytest.raises(ValueError, match="one attacked version of each row"):
+        adversarial_fit(_knn(model), x, eps=0.1, x_adv=x[:5])
