@@ -48,21 +48,30 @@ def random_in_ball(shape, eps, norm):
     return tf.reshape(flat * radius[:, None], shape)
 
 
-def ascend(objective, x, start, *, steps, step, eps, norm, clip_min, clip_max):
+def ascend(objective, x, start, *, steps, step, eps, norm, clip_min, clip_max, step_decay=1.0):
     """`steps` projected steepest-ascent steps on `objective` from `start`, as one `tf.while_loop`.
 
-    Each step moves by `step` along `step_direction` of the gradient of
-    `objective(x_adv)` (a scalar), then `project`s onto the `eps`-ball around
-    `x` and the valid range. Returns the last point, without gradient.
+    Step `i` (from 0) moves by `step * step_decay ** (i / (steps - 1))`
+    along `step_direction` of the gradient of `objective(x_adv)` (a scalar):
+    a constant `step` for `step_decay=1`, else a geometric schedule from
+    `step` down to `step * step_decay` at the last step. Each step then
+    `project`s onto the `eps`-ball around `x` and the valid range. Returns
+    the last point, without gradient.
     """
     import tensorflow as tf
+
+    span = float(max(steps - 1, 1))
 
     def body(i, xa):
         with tf.GradientTape() as tape:
             tape.watch(xa)
             value = objective(xa)
         grad = tape.gradient(value, xa)
-        moved = xa + step * step_direction(grad, norm)
+        size = step
+        if step_decay != 1.0:
+            size = step * tf.pow(tf.constant(step_decay, tf.float32), tf.cast(i, tf.float32) / span)
+            size = tf.cast(size, xa.dtype)
+        moved = xa + size * step_direction(grad, norm)
         return i + 1, project(x, moved, eps, norm, clip_min, clip_max)
 
     _, x_adv = tf.while_loop(

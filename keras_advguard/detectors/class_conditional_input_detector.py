@@ -97,6 +97,11 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
             (MNIST's L-infinity setting).
         steps: PGD steps per training batch (>= 1). Defaults to `10`.
         step_size: PGD step. Defaults to `None`: `2.5 * eps / steps`.
+        step_decay: the last PGD step as a fraction of `step_size`, in
+            `(0, 1]`; the steps in between shrink geometrically. A
+            decaying step reaches the narrow maxima of `d_t` that a
+            constant sign step jumps over (an attacker with a small step
+            finds them). Defaults to `1.0` (a constant step).
         norm: `"inf"` (also `np.inf`) or `2`. Defaults to `"inf"`.
         random_start: start the training attack at a uniformly random point
             of the ball. Defaults to `True`.
@@ -121,8 +126,9 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
         TypeError: `model` is neither a Keras model nor a shape, or an
             argument of the wrong type.
         ValueError: an input shape that is not `(H, W, C)`, fewer than two
-            classes, a non-positive size, `eps < 0`, `step_size < 0`, an
-            unknown `norm` or `target`, or `clip_min >= clip_max`.
+            classes, a non-positive size, `eps < 0`, `step_size < 0`, a
+            `step_decay` outside `(0, 1]`, an unknown `norm` or `target`, or
+            `clip_min >= clip_max`.
 
     Example:
 
@@ -159,6 +165,7 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
         eps=0.3,
         steps=10,
         step_size=None,
+        step_decay=1.0,
         norm="inf",
         random_start=True,
         target="mixed",
@@ -194,6 +201,9 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
         _validation.check_positive_int("steps", steps)
         if step_size is not None:
             _validation.check_number("step_size", step_size, min_value=0.0)
+        _validation.check_number(
+            "step_decay", step_decay, min_value=0.0, max_value=1.0, min_inclusive=False
+        )
         norm = _canonical_norm(norm)
         _validation.check_type("random_start", random_start, bool)
         _validation.check_choice("target", target, TARGETS)
@@ -217,6 +227,7 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
         self.eps = float(eps)
         self.steps = int(steps)
         self.step_size = None if step_size is None else float(step_size)
+        self.step_decay = float(step_decay)
         self.norm = norm
         self.random_start = bool(random_start)
         self.target = target
@@ -442,6 +453,7 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
             start,
             steps=self.steps,
             step=step,
+            step_decay=self.step_decay,
             eps=self.eps,
             norm=self.norm,
             clip_min=self.clip_min,
@@ -596,6 +608,7 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
             "eps": self.eps,
             "steps": self.steps,
             "step_size": self.step_size,
+            "step_decay": self.step_decay,
             "norm": self.norm,
             "random_start": self.random_start,
             "target": self.target,

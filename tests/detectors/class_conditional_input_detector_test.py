@@ -117,6 +117,44 @@ def test_generate_is_pgd_ascent_on_the_target_logit(fitted):
     np.testing.assert_array_equal(zero.generate(x, targets).numpy(), x)
 
 
+def test_generate_with_step_decay_shrinks_the_step_geometrically(fitted):
+    detector, _, x, y = fitted
+    clone = ClassConditionalInputDetector.from_config(
+        {
+            **detector.get_config(),
+            "random_start": False,
+            "steps": 5,
+            "step_size": 0.08,
+            "step_decay": 0.0625,
+        }
+    )
+    clone.set_weights(detector.get_weights())
+    targets = (y + 2) % 3
+    out = clone.generate(x, targets).numpy()
+    # Reference, worked by hand: steps 0.08, 0.04, 0.02, 0.01, 0.005
+    # (0.08 * 0.0625 ** (i / 4)), each a sign step then the projection.
+    xa = x.copy()
+    for size in (0.08, 0.04, 0.02, 0.01, 0.005):
+        xt = tf.constant(xa)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            value = tf.reduce_sum(tf.gather(clone(xt), targets, axis=1, batch_dims=1))
+        grad = tape.gradient(value, xt).numpy()
+        xa = np.clip(np.clip(xa + size * np.sign(grad), x - 0.2, x + 0.2), 0, 1)
+    np.testing.assert_allclose(out, xa, atol=1e-6)
+    # A constant step of 0.08 ends elsewhere: the schedule is applied.
+    constant = ClassConditionalInputDetector.from_config({**clone.get_config(), "step_decay": 1.0})
+    constant.set_weights(detector.get_weights())
+    assert np.max(np.abs(constant.generate(x, targets).numpy() - out)) > 0.01
+    assert ClassConditionalInputDetector.from_config(clone.get_config()).step_decay == 0.0625
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5])
+def test_step_decay_outside_the_unit_interval_is_refused(bad):
+    with pytest.raises(ValueError, match="step_decay"):
+        ClassConditionalInputDetector((8, 8, 1), num_classes=3, step_decay=bad)
+
+
 def test_asymmetric_training_learns_the_classes():
     x, y = _toy(n=90)
     keras.utils.set_random_seed(0)
