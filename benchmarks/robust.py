@@ -33,7 +33,10 @@ comparison row. Three parts:
 starts, every target class); `--phase targets` runs the targeted joint PGD
 towards every wrong class (not only the second); `--phase spsa` attacks the
 detector alone without its gradient (SPSA), the gradient-masking check a
-wide margin calls for.
+wide margin calls for; `--phase small` runs the white-box attacks with step
+eps/200 for 1,000 steps; `--phase decay [--decay-epochs N]` trains the
+asymmetric detector on with a decaying inner step (`step_decay`) and runs
+the small-step attacks on it.
 
 `--dataset cifar10`: the second row, the CIFAR-10 subset at eps 8/255.
 `--phase classifier` trains (once, cached under
@@ -48,7 +51,8 @@ budgets: a smoke run of every code path).
 
 Usage:
     nice -n 19 python benchmarks/robust.py [--quick] [--dataset mnist|cifar10]
-        [--phase all|classifier|detectors|engine|strong|bound|targets|spsa|report] [--n N]
+        [--phase all|classifier|detectors|engine|strong|bound|targets|small|decay|spsa|report]
+        [--n N] [--decay-epochs N]
 """
 
 import argparse
