@@ -309,6 +309,19 @@ def _cifar_robust(s):
     return robust, info
 
 
+def _meta_path(weights_path):
+    """The JSON that records how a cached `.weights.h5` file was trained."""
+    return weights_path.with_name(weights_path.name.replace(".weights.h5", ".json"))
+
+
+def _cached_meta(weights_path):
+    """The recorded metadata of a cached weights file, or `None` when either file is missing."""
+    meta = _meta_path(weights_path)
+    if weights_path.exists() and meta.exists():
+        return json.loads(meta.read_text())
+    return None
+
+
 def detector_path(name, s):
     cfg = DETECTORS[name]
     eps = f"{s['eps']:.4g}" if cfg["eps"] else "0.0"
@@ -345,11 +358,11 @@ def train_detectors(s, classifier):
     out = {}
     for name in DETECTORS:
         path = detector_path(name, s)
-        meta = path.with_name(path.name.replace(".weights.h5", ".json"))
         detector = build_detector(name, s, classifier)
-        if path.exists() and meta.exists():
+        cached = _cached_meta(path)
+        if cached is not None:
             detector.load_weights(path)
-            out[name] = (detector, json.loads(meta.read_text())["seconds"])
+            out[name] = (detector, cached["seconds"])
             log(f"detector {name}: loaded {path.name}")
             continue
         keras.utils.set_random_seed(0)
@@ -358,7 +371,7 @@ def train_detectors(s, classifier):
         seconds = time.perf_counter() - t0
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, detector.save_weights, ".weights.h5")
-        write_json(meta, {"seconds": round(seconds, 1), "n_fit": len(x_fit)})
+        write_json(_meta_path(path), {"seconds": round(seconds, 1), "n_fit": len(x_fit)})
         out[name] = (detector, seconds)
         log(f"detector {name}: trained in {seconds:.0f} s")
     return out
@@ -393,18 +406,18 @@ def train_decay_detector(s, classifier, start, epochs):
         **NETWORK,
     )
     path = decay_path(s, epochs)
-    meta = path.with_name(path.name.replace(".weights.h5", ".json"))
-    if path.exists() and meta.exists():
+    cached = _cached_meta(path)
+    if cached is not None:
         detector.load_weights(path)
         log(f"decay detector: loaded {path.name}")
-        return detector, json.loads(meta.read_text())
+        return detector, cached
     done, before = 0, {"epoch_seconds": [], "loss": []}
     for e in range(epochs - 1, 0, -1):
         earlier = decay_path(s, e)
-        earlier_meta = earlier.with_name(earlier.name.replace(".weights.h5", ".json"))
-        if earlier.exists() and earlier_meta.exists():
+        cached = _cached_meta(earlier)
+        if cached is not None:
             detector.load_weights(earlier)
-            done, before = e, json.loads(earlier_meta.read_text())
+            done, before = e, cached
             log(f"decay detector: resuming from {earlier.name}")
             break
     else:
@@ -442,7 +455,7 @@ def train_decay_detector(s, classifier, start, epochs):
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, detector.save_weights, ".weights.h5")
-    write_json(meta, info)
+    write_json(_meta_path(path), info)
     log(f"decay detector: trained in {info['seconds']:.0f} s")
     return detector, info
 
@@ -451,14 +464,7 @@ def run_decay(s, robust, start, args):
     """`--phase decay`: train (or load) the decaying-step detector; clean and small-step figures."""
     detector, info = train_decay_detector(s, robust, start, args.decay_epochs)
     n = args.n or s["n_strong"]
-    sets = _strong_sets(s, robust, detector, n)
-    pred, y_rest, s_rest = sets["pred"], sets["y_rest"], sets["s_rest"]
-    clean = {
-        "n": int(len(y_rest)),
-        "accepted_correct": [
-            float(np.mean((s_rest <= t) & (pred == y_rest))) for t in sets["thresholds"]
-        ],
-    }
+    clean = _clean_figures(_strong_sets(s, robust, detector, n))
     log(f"decay detector, clean accepted & correct: {clean['accepted_correct']}")
     small = run_small_step(s, robust, detector, args)
     return {"training": info, "clean": clean, "small": small}
@@ -665,6 +671,21 @@ def _strong_sets(s, robust, detector, n, clean=True):
     }
 
 
+def _clean_figures(sets):
+    """Accuracy, accepted-and-correct and rejections of `_strong_sets`'s clean test images."""
+    pred, y, scores, thresholds = sets["pred"], sets["y_rest"], sets["s_rest"], sets["thresholds"]
+    errors = pred != y
+    return {
+        "n": int(len(y)),
+        "accuracy": float(np.mean(~errors)),
+        "accepted_correct": [float(np.mean((scores <= t) & ~errors)) for t in thresholds],
+        "rejected": [float(np.mean(scores > t)) for t in thresholds],
+        "rejected_errors": [
+            float(np.mean(scores[errors] > t)) if np.any(errors) else 0.0 for t in thresholds
+        ],
+    }
+
+
 def _evasion(scores, thresholds, prefix=""):
     """Share of sources at or below each threshold, and the margins above the 5% one."""
     return {
@@ -838,20 +859,8 @@ def run_strong(s, robust, undefended, detector, args):
     n = args.n or s["n_strong"]
     sets = _strong_sets(s, robust, detector, n)
     x_cal, s_cal, thresholds = sets["x_cal"], sets["s_cal"], sets["thresholds"]
-    x_rest, y_rest, pred_rest, s_rest = (sets[k] for k in ("x_rest", "y_rest", "pred", "s_rest"))
     x, y, correct, eps = sets["x"], sets["y"], sets["correct"], s["eps"]
-    clean = {
-        "n": int(len(x_rest)),
-        "accuracy": float(np.mean(pred_rest == y_rest)),
-        "accepted_correct": [
-            float(np.mean((s_rest <= t) & (pred_rest == y_rest))) for t in thresholds
-        ],
-        "rejected": [float(np.mean(s_rest > t)) for t in thresholds],
-        "rejected_errors": [
-            float(np.mean(s_rest[pred_rest != y_rest] > t)) if np.any(pred_rest != y_rest) else 0.0
-            for t in thresholds
-        ],
-    }
+    clean = _clean_figures(sets)
     log(f"clean: accuracy {clean['accuracy']:.4f}, accepted & correct {clean['accepted_correct']}")
     log(f"strong: {len(x)} sources of {n} images ({np.mean(correct):.3f} correct)")
     steps, restarts = s["steps"], s["restarts"]
@@ -1706,6 +1715,11 @@ def _goal_lines(strong, quick, small=None, decay=None):
     return lines
 
 
+def _phase_runs(state, prefix):
+    """The stored runs of a phase that can run more than once (`spsa`, `spsa_300`...), in order."""
+    return [state[k] for k in sorted(state, key=lambda k: (len(k), k)) if k.startswith(prefix)]
+
+
 def _merge(state_file, key, value):
     """Store one phase's figures in the JSON, keeping what other phases wrote there."""
     from keras_advguard._files import write_json
@@ -1804,10 +1818,10 @@ def main():
         started,
         args.quick,
         bound=state.get("bound"),
-        spsa=[state[k] for k in sorted(state, key=lambda k: (len(k), k)) if k.startswith("spsa")],
+        spsa=_phase_runs(state, "spsa"),
         targets=state.get("targets"),
         small=state.get("small"),
-        decay=[state[k] for k in sorted(state, key=lambda k: (len(k), k)) if k.startswith("decay")],
+        decay=_phase_runs(state, "decay"),
     )
 
 
