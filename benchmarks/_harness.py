@@ -21,6 +21,9 @@ the same thing:
   (GFLOP/s, TF and numpy, best of a few runs, wall and CPU), the
   physical-limit row next to every figure: `flops / peak` is the time the
   arithmetic alone would take.
+- `stream_bandwidth(nbytes)`: the memory streaming rate (one read and one
+  write per float), the floor of elementwise passes over data that does not
+  stay in the cache: `bytes / rate` is the time moving them alone takes.
 - `table(header, rows)` and `write_result(name, lines)`: markdown, written
   atomically through `keras_advguard._files.write_atomic`.
 """
@@ -212,6 +215,43 @@ def matmul_peak(size=1024, repeats=5):
         numpy_wall=flops / numpy_wall / 1e9,
         size=size,
     )
+
+
+@dataclasses.dataclass
+class Bandwidth:
+    """Memory streaming rate of this machine: bytes read plus written per second (best run)."""
+
+    gb_per_s: float
+    nbytes: int
+
+    def seconds(self, nbytes):
+        """Time moving `nbytes` (reads and writes counted alike) takes at this rate."""
+        return nbytes / (self.gb_per_s * 1e9)
+
+    def text(self):
+        return (
+            f"memory streaming {self.gb_per_s:.1f} GB/s (one read and one write per float32, "
+            f"numpy `multiply(a, 1, out=b)` over {self.nbytes / 2**20:.0f} MiB, no allocation, "
+            "best of 5)"
+        )
+
+
+def stream_bandwidth(nbytes, repeats=5):
+    """Measure the streaming rate over arrays of `nbytes` (best of `repeats`): `Bandwidth`.
+
+    The floor of an elementwise pass that cannot stay in the cache: a
+    sanitizer that reads a map and writes another cannot take less than the
+    two transfers at this rate. Preallocated output, so no page faults are
+    counted; a TF op that allocates its output is slower.
+    """
+    import numpy as np
+
+    n = max(1, nbytes // 4)
+    a = np.random.default_rng(0).random(n, dtype=np.float32)
+    b = np.empty_like(a)
+    np.multiply(a, 1.0, out=b)
+    best = min(measure(lambda: np.multiply(a, 1.0, out=b))[0] for _ in range(repeats))
+    return Bandwidth(gb_per_s=2 * a.nbytes / best / 1e9, nbytes=int(a.nbytes))
 
 
 def device_name():

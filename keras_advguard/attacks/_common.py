@@ -129,6 +129,28 @@ def check_step(eps, eps_iter, nb_iter):
     return eps_iter
 
 
+def step_sizes(eps_iter, step_decay, nb_iter):
+    """The step of each iteration: `eps_iter * step_decay ** (i / (nb_iter - 1))`.
+
+    `step_decay` is the last step as a fraction of the first, in `(0, 1]`:
+    `1` keeps the step constant; below 1 the step shrinks geometrically from
+    `eps_iter` at the first iteration to `eps_iter * step_decay` at the last
+    (the schedule `ClassConditionalInputDetector(step_decay=...)` trains
+    with). A large first step crosses the ball; the small last ones settle
+    in narrow optima that a constant sign step jumps over. Returns float32
+    numpy scalars, one per iteration (`nb_iter == 1`: just `eps_iter`).
+
+    Raises:
+        TypeError: `step_decay` is not a number.
+        ValueError: `step_decay` outside `(0, 1]`.
+    """
+    _validation.check_number(
+        "step_decay", step_decay, min_value=0.0, max_value=1.0, min_inclusive=False
+    )
+    span = max(nb_iter - 1, 1)
+    return [np.float32(eps_iter * float(step_decay) ** (i / span)) for i in range(nb_iter)]
+
+
 def check_inputs(x, clip_min, clip_max, name="x"):
     """`x` as a float32 array of rank >= 2, finite, every value in the clip range.
 

@@ -13,6 +13,7 @@ def orthogonal_pgd(
     eps,
     eps_iter=None,
     nb_iter=100,
+    step_decay=1.0,
     norm=np.inf,
     y=None,
     targeted=False,
@@ -54,6 +55,8 @@ def orthogonal_pgd(
         eps: radius of the ball in `norm`, >= 0.
         eps_iter: step size, in `[0, eps]`. Defaults to `eps / 10`.
         nb_iter: steps per restart, >= 1. Defaults to `100`.
+        step_decay: the last step as a fraction of the first, in `(0, 1]`,
+            as in `selective_pgd` (geometric in between). Defaults to `1.0`.
         norm: `np.inf` or `2`. Defaults to `np.inf`.
         y: labels `(N,)` or one-hot `(N, C)`: the labels to move away from
             (untargeted) or the targets (targeted). Defaults to the model's
@@ -79,8 +82,8 @@ def orthogonal_pgd(
         `keras_advguard.metrics.success_rate_at_fpr`).
 
     Raises:
-        ValueError: bad `eps`, `eps_iter`, `norm`, non-finite `x` or outside
-            the clip range, or a classifier or detector score without a
+        ValueError: bad `eps`, `eps_iter`, `step_decay`, `norm`, non-finite
+            `x` or outside the clip range, or a classifier or detector score without a
             gradient with respect to the input (see `selective_pgd`).
         TypeError: a detector without `score_tensor`, or arguments of the
             wrong type.
@@ -120,6 +123,7 @@ def orthogonal_pgd(
         eps=eps,
         eps_iter=eps_iter,
         nb_iter=nb_iter,
+        step_decay=step_decay,
         norm=norm,
         y=y,
         targeted=targeted,

@@ -13,6 +13,7 @@ def pgd_with_loss(
     eps,
     eps_iter=None,
     nb_iter=40,
+    step_decay=1.0,
     norm=np.inf,
     y=None,
     rand_init=True,
@@ -35,7 +36,11 @@ def pgd_with_loss(
     Each step: `x <- proj(x + eps_iter * sign(grad))` (L-infinity) or
     `x + eps_iter * grad / ||grad||_2` (L2), where `proj` clips to the `eps`
     ball around `x` and to `[clip_min, clip_max]`. `loss_fn` is *maximised*;
-    return its negative to minimise.
+    return its negative to minimise. With `step_decay < 1` the step shrinks
+    geometrically over the iterations, from `eps_iter` at the first to
+    `eps_iter * step_decay` at the last: the large first steps cross the
+    ball, the small last ones settle in narrow optima (a learned detector's
+    score surface) that a constant sign step jumps over.
 
     Args:
         model: a `DetectorModel` (called as it is), a Keras model (wrapped in
@@ -52,6 +57,9 @@ def pgd_with_loss(
         eps_iter: step size, in `[0, eps]`. Defaults to
             `min(eps, 2.5 * eps / nb_iter)`.
         nb_iter: number of steps, >= 1. Defaults to `40`.
+        step_decay: the last step as a fraction of the first, in `(0, 1]`;
+            step `i` is `eps_iter * step_decay ** (i / (nb_iter - 1))`.
+            Defaults to `1.0` (a constant step).
         norm: `np.inf` or `2`. Defaults to `np.inf`.
         y: per-sample data for the loss: an array, or a dict or list of
             arrays, each with first dimension `N` (labels, target
@@ -70,7 +78,8 @@ def pgd_with_loss(
         a target class) from `x_adv`.
 
     Raises:
-        ValueError: `eps < 0`, `eps_iter > eps`, an unknown `norm`,
+        ValueError: `eps < 0`, `eps_iter > eps`, `step_decay` outside
+            `(0, 1]`, an unknown `norm`,
             `clip_min >= clip_max`, `x` outside the clip range, arrays of `y`
             of the wrong length, outputs without logits, or a loss with no
             gradient with respect to the input (wrap the step that blocks it
@@ -104,6 +113,7 @@ def pgd_with_loss(
 
     eps = _common.check_eps(eps)
     eps_iter = _common.check_step(eps, eps_iter, nb_iter)
+    sizes = [tf.constant(v) for v in _common.step_sizes(eps_iter, step_decay, nb_iter)]
     norm = _common.check_norm(norm)
     _validation.check_type("rand_init", rand_init, bool)
     if not callable(loss_fn):
@@ -136,14 +146,14 @@ def pgd_with_loss(
         return tf.cast(outputs_of(x)["logits"], tf.float32)
 
     @_common.compile_fn
-    def step(x_adv, x0, y_batch):
+    def step(x_adv, x0, y_batch, size):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
             loss = tf.reduce_sum(loss_fn(outputs_of(x_adv), y_batch))
         grad = tape.gradient(loss, x_adv)
         if grad is None:  # known when tracing; reported outside the graph
             return None
-        x_adv = x_adv + optimize_linear(grad, eps_iter, norm)
+        x_adv = x_adv + optimize_linear(grad, size, norm)
         x_adv = x0 + clip_eta(x_adv - x0, norm, eps)
         return tf.clip_by_value(x_adv, clip_min, clip_max)
 
@@ -154,8 +164,8 @@ def pgd_with_loss(
                 xb + _common.random_in_ball(rng, xb.shape, norm, eps), clip_min, clip_max
             )
         y_batch = None if y is None else keras.tree.map_structure(tf.constant, y)
-        for _ in range(nb_iter):
-            x_adv = step(x_adv, xb, y_batch)
+        for size in sizes:
+            x_adv = step(x_adv, xb, y_batch, size)
             if x_adv is None:
                 raise ValueError(
                     "`loss_fn` has no gradient with respect to the input. Wrap the "
@@ -181,6 +191,7 @@ def pgd_with_loss(
             "eps": eps,
             "eps_iter": eps_iter,
             "nb_iter": nb_iter,
+            "step_decay": float(step_decay),
             "norm": norm,
             "rand_init": rand_init,
             "loss_fn": getattr(loss_fn, "__name__", repr(loss_fn)),

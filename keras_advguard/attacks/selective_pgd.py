@@ -16,6 +16,7 @@ def selective_pgd(
     eps,
     eps_iter=None,
     nb_iter=100,
+    step_decay=1.0,
     norm=np.inf,
     y=None,
     targeted=False,
@@ -65,6 +66,12 @@ def selective_pgd(
             paper's step.
         nb_iter: steps per restart, >= 1. Defaults to `100` (the paper uses
             1,000).
+        step_decay: the last step as a fraction of the first, in `(0, 1]`:
+            step `i` of each restart is
+            `eps_iter * step_decay ** (i / (nb_iter - 1))`. Defaults to `1.0`
+            (a constant step). Against a learned detector whose score has
+            narrow minima, a constant step of `eps / 10` can jump over every
+            one of them; `step_decay=0.05` ends at `eps / 200`.
         norm: `np.inf` or `2`. Defaults to `np.inf`.
         y: labels `(N,)` or one-hot `(N, C)`. Untargeted: the labels to move
             away from; defaults to the model's predictions. Targeted: the
@@ -86,7 +93,8 @@ def selective_pgd(
         `keras_advguard.metrics.success_rate_at_fpr`.
 
     Raises:
-        ValueError: `eps < 0`, `eps_iter > eps`, an unknown `norm`, NaN or
+        ValueError: `eps < 0`, `eps_iter > eps`, `step_decay` outside
+            `(0, 1]`, an unknown `norm`, NaN or
             infinite values in `x`, `x` outside the clip range, `y` of the
             wrong length, or a classifier or detector score without a
             gradient with respect to the input.
@@ -122,6 +130,7 @@ def selective_pgd(
         eps=eps,
         eps_iter=eps_iter,
         nb_iter=nb_iter,
+        step_decay=step_decay,
         norm=norm,
         y=y,
         targeted=targeted,
@@ -147,6 +156,7 @@ def _detector_pgd(
     project_detector=True,
     eps_iter,
     nb_iter,
+    step_decay=1.0,
     norm,
     y,
     targeted,
@@ -167,6 +177,7 @@ def _detector_pgd(
     eps = _common.check_eps(eps)
     _validation.check_positive_int("nb_iter", nb_iter)
     eps_iter = _common.check_step(eps, eps / 10.0 if eps_iter is None else eps_iter, nb_iter)
+    sizes = [tf.constant(v) for v in _common.step_sizes(eps_iter, step_decay, nb_iter)]
     norm = _common.check_norm(norm)
     _validation.check_type("rand_init", rand_init, bool)
     restarts = _adaptive.check_restarts(restarts)
@@ -203,7 +214,7 @@ def _detector_pgd(
         return (-ce if targeted else ce), -score, fooled, past, score
 
     @_adaptive.compile_step
-    def step(x_adv, x0, labels, best_x, best_s):
+    def step(x_adv, x0, labels, best_x, best_s, size):
         with tf.GradientTape(persistent=orthogonal) as tape:
             tape.watch(x_adv)
             cls_obj, det_obj, fooled, past, score = objectives(x_adv, labels)
@@ -228,7 +239,7 @@ def _detector_pgd(
         else:
             grad = tape.gradient(total, x_adv)
         best_x, best_s = _keep_best(x_adv, fooled, score, best_x, best_s)
-        x_new = x_adv + eps_iter * _adaptive.steepest(grad, norm)
+        x_new = x_adv + tf.cast(size, x_adv.dtype) * _adaptive.steepest(grad, norm)
         return _adaptive.project(x_new, x0, eps, norm, clip_min, clip_max), best_x, best_s
 
     @_adaptive.compile_step
@@ -256,8 +267,8 @@ def _detector_pgd(
             x_adv = tf.constant(x_start)
             xt, lt = tf.constant(x0[todo]), tf.constant(lab[todo])
             bx, bs = tf.constant(out[todo]), tf.constant(best_s[todo])
-            for _ in range(nb_iter):
-                x_adv, bx, bs = step(x_adv, xt, lt, bx, bs)
+            for size in sizes:
+                x_adv, bx, bs = step(x_adv, xt, lt, bx, bs, size)
             bx, bs = final(x_adv, lt, bx, bs)
             bs = bs.numpy()
             # Never fooled in this run: keep the run's last point (unless an
@@ -285,6 +296,7 @@ def _detector_pgd(
             "eps": eps,
             "eps_iter": eps_iter,
             "nb_iter": nb_iter,
+            "step_decay": float(step_decay),
             "norm": norm,
             "rand_init": rand_init,
             "restarts": restarts,

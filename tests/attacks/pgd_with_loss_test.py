@@ -108,3 +108,33 @@ def test_bad_arguments(digits):
         pgd_with_loss(3, x, _cross_entropy, eps=0.1)
     with pytest.raises(ValueError, match=r"dict with a 'logits' entry"):
         pgd_with_loss(lambda v: {"scores": model(v)}, x, _cross_entropy, eps=0.1)
+
+
+def _sum_of_inputs(outputs, y):
+    return tf.reduce_sum(outputs["logits"], axis=1)
+
+
+def test_step_decay_takes_the_geometric_steps_worked_by_hand():
+    """Gradient sign +1 everywhere: the point moves by the sum of the steps, then the ball.
+
+    nb_iter=5, eps_iter=0.08, step_decay=1/16: steps 0.08, 0.04, 0.02, 0.01,
+    0.005 (each half the last), 0.155 in all; a constant step travels 0.4 and
+    stops at the ball's edge, 0.3.
+    """
+    x = np.full((3, 4), 0.5, "float32")
+    kw = dict(eps=0.3, eps_iter=0.08, nb_iter=5, rand_init=False)
+    decayed = pgd_with_loss(lambda v: v, x, _sum_of_inputs, step_decay=1 / 16, **kw)
+    np.testing.assert_allclose(decayed.x_adv, 0.5 + 0.155, atol=1e-6)
+    assert decayed.params["step_decay"] == 1 / 16
+    constant = pgd_with_loss(lambda v: v, x, _sum_of_inputs, **kw)
+    np.testing.assert_allclose(constant.x_adv, 0.8, atol=1e-6)
+    assert constant.params["step_decay"] == 1.0
+    one = pgd_with_loss(lambda v: v, x, _sum_of_inputs, step_decay=0.5, **{**kw, "nb_iter": 1})
+    np.testing.assert_allclose(one.x_adv, 0.58, atol=1e-6)  # one step: eps_iter itself
+
+
+@pytest.mark.parametrize("bad, error", [(0.0, ValueError), (1.5, ValueError), ("0.5", TypeError)])
+def test_bad_step_decay(bad, error):
+    x = np.full((2, 4), 0.5, "float32")
+    with pytest.raises(error, match=r"`step_decay`"):
+        pgd_with_loss(lambda v: v, x, _sum_of_inputs, eps=0.3, step_decay=bad)

@@ -262,3 +262,40 @@ def test_bad_inputs(linear, x_mid):
         orthogonal_pgd(linear.model, x_mid, detector, eps=0.1, project_classifier=1)
     with pytest.raises(ValueError, match=r"`eps_iter`"):
         selective_pgd(linear.model, x_mid, detector, eps=0.1, eps_iter=0.2)
+
+
+class SumOfLastTwo:
+    """A detector whose score is `x[:, 2] + x[:, 3]`; its threshold is never reached."""
+
+    score_tensor_kind = "exact"
+    threshold_ = -100.0
+
+    def score_tensor(self, x):
+        return tf.reduce_sum(x[:, 2:], axis=1)
+
+
+@pytest.mark.parametrize("attack", [selective_pgd, orthogonal_pgd])
+def test_step_decay_takes_the_geometric_steps_worked_by_hand(attack):
+    """Fooled from the start, so every step goes down the detector's score.
+
+    The classifier reads coordinates 0 and 1 only and always predicts class 0
+    (label 1: fooled past the switching margin), the score coordinates 2 and
+    3 only (orthogonal to the classifier's gradient, so orthogonal PGD takes
+    the same steps). L-infinity, no random start: coordinates 2 and 3 drop by
+    the sum of the steps 0.08, 0.04, 0.02, 0.01, 0.005 (step_decay 1/16) =
+    0.155; with a constant step by 0.4, cut to the ball's 0.3.
+    """
+
+    def logits(v):
+        return tf.stack([10.0 + 0.1 * v[:, 0], 0.1 * v[:, 1], 0.0 * v[:, 0]], axis=1)
+
+    x = np.full((3, 4), 0.5, "float32")
+    kw = dict(eps=0.3, eps_iter=0.08, nb_iter=5, rand_init=False, y=np.ones(3, "int64"))
+    decayed = attack(logits, x, SumOfLastTwo(), step_decay=1 / 16, **kw)
+    np.testing.assert_allclose(decayed.x_adv[:, :2], 0.5, atol=1e-6)
+    np.testing.assert_allclose(decayed.x_adv[:, 2:], 0.5 - 0.155, atol=1e-6)
+    assert decayed.params["step_decay"] == 1 / 16
+    constant = attack(logits, x, SumOfLastTwo(), **kw)
+    np.testing.assert_allclose(constant.x_adv[:, 2:], 0.2, atol=1e-6)
+    with pytest.raises(ValueError, match=r"`step_decay`"):
+        attack(logits, x, SumOfLastTwo(), step_decay=0.0, **kw)

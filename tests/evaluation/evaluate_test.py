@@ -152,7 +152,11 @@ def test_adaptive_figures_are_consistent(run):
         assert all(a >= b - 1e-12 for a, b in zip(sr, sr[1:]))
         assert all(0.0 <= v <= adaptive["success_rate"] + 1e-12 for v in sr)
         # the best per source is at least as strong as each attack alone
-        assert sorted(adaptive["per_attack"]) == ["orthogonal_pgd", "selective_pgd"]
+        assert sorted(adaptive["per_attack"]) == [
+            "orthogonal_pgd",
+            "selective_pgd",
+            "selective_pgd_decaying",
+        ]
         for one in adaptive["per_attack"].values():
             assert one["success_rate"] <= adaptive["success_rate"] + 1e-12
             assert all(a <= b + 1e-12 for a, b in zip(one["sr_at_fpr"], sr, strict=True))
