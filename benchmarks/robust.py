@@ -16,7 +16,8 @@ comparison row. Three parts:
 2. **The engine** (`--phase engine`): `keras_advguard.evaluate` on the
    robust classifier with both detectors and the mask and median sanitizers,
    attacks PGD-100 and APGD-CE / APGD-DLR, both threat models
-   (adaptive: selective and orthogonal PGD per source; sanitizers: BPDA),
+   (adaptive: selective and orthogonal PGD, and selective PGD with a step
+   shrinking to eps/200, per source; sanitizers: BPDA),
    2 source splits. Its `report.json` is kept next to the results file.
 3. **The strongest attacks** (`--phase strong`) on the combination a user
    deploys (robust classifier + asymmetric detector, threshold at 1/5/10%
@@ -1170,9 +1171,9 @@ def _engine_lines(report, seconds, folder):
         "## 1. The engine (`keras_advguard.evaluate`)",
         "",
         f"{report['meta'].get('n_images')} test images, {report['meta'].get('n_sources')} sources, "
-        f"2 source splits; attacks {', '.join(report['attacks'])}; adaptive: selective and "
-        f"orthogonal PGD, {_adaptive_steps(report)} steps, per source the "
-        f"stronger (first split's test sources); sanitizers: each attack again through BPDA. "
+        f"2 source splits; attacks {', '.join(report['attacks'])}; adaptive: "
+        f"{_adaptive_names(report)}, {_adaptive_steps(report)} steps, per source the "
+        f"strongest (first split's test sources); sanitizers: each attack again through BPDA. "
         f"{seconds / 60:.1f} min. Full report: `{folder}/report.md`.",
         "",
         "| detector | oblivious AUC (mixed) | oblivious TPR@5 (mixed) | adaptive fooled | "
@@ -1218,6 +1219,21 @@ def _engine_lines(report, seconds, folder):
         lines.append(f"| {name} | {_pct(ob['clean'])} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+def _adaptive_names(report):
+    """The adaptive detector attacks the engine ran (`per_attack` keys), in words."""
+    words = {
+        "selective_pgd": "selective PGD",
+        "orthogonal_pgd": "orthogonal PGD",
+        "selective_pgd_decaying": "selective PGD with the step shrinking to eps/200",
+    }
+    names = []
+    for entry in report["detectors"].values():
+        for key in entry.get("adaptive", {}).get("per_attack", {}):
+            if words.get(key, key) not in names:
+                names.append(words.get(key, key))
+    return ", ".join(names) or "?"
 
 
 def _adaptive_steps(report):
