@@ -118,7 +118,7 @@ def by_hand(model, train, test, names, num_images, seed=0):
         calibration = final.score(xs[first.calibration])
         final.score(xs[first.test])
         metrics.threshold_at_fpr(calibration, list(fprs))
-        for attack in _threats.ADAPTIVE_DETECTOR_ATTACKS:  # selective and orthogonal PGD
+        for attack in _threats.ADAPTIVE_DETECTOR_ATTACKS:  # the adaptive attacks evaluate runs
             adv = _threats.adaptive_detector_attack(
                 model, final, xs[first.test], ys[first.test], eps=eps, attack=attack,
                 nb_iter=budget["adaptive_iter"], clip=clip, batch_size=128, seed=seed,

@@ -378,6 +378,21 @@ def train_detectors(s, classifier):
     return out
 
 
+_DECAY_KEY = "decay_e"
+
+
+def decay_key(epochs):
+    """The `robust.json` key (and `--phase schedule` detector name) of the decaying-step run."""
+    return f"{_DECAY_KEY}{epochs}"
+
+
+def _detector_label(key):
+    """`"asymmetric"` or a `decay_key`, in words for the report."""
+    if key == "asymmetric":
+        return "asymmetric (the original)"
+    return f"+ decaying-step training ({key.removeprefix(_DECAY_KEY)} epochs)"
+
+
 def decay_path(s, epochs):
     base = detector_path("asymmetric", s).name.replace(".weights.h5", "")
     d = DECAY
@@ -1580,14 +1595,8 @@ def _schedule_lines(b, small=None, decay=None):
         "threshold (median) | joint attack | fooled | SR@1 | SR@5 | SR@10 | time (s) |",
         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-
-    def label_of(det):
-        if det == "asymmetric":
-            return "asymmetric (the original)"
-        return f"+ decaying-step training ({det.split('_e')[-1]} epochs)"
-
     for det, runs in b["detectors"].items():
-        label = label_of(det)
+        label = _detector_label(det)
         for sched in ("constant", "decaying"):
             r = runs[sched]
             bd = r["bound"]
@@ -1606,9 +1615,9 @@ def _schedule_lines(b, small=None, decay=None):
                 )
     # The constant small step's figures above, for the same detectors.
     earlier = {"asymmetric": small}
-    earlier.update({f"decay_e{run['training']['epochs']}": run["small"] for run in decay or []})
+    earlier.update({decay_key(run["training"]["epochs"]): run["small"] for run in decay or []})
     same = [
-        f"{label_of(det)}: {' / '.join(_pct(v) for v in earlier[det]['bound']['evaded'])}"
+        f"{_detector_label(det)}: {' / '.join(_pct(v) for v in earlier[det]['bound']['evaded'])}"
         for det in b["detectors"]
         if earlier.get(det) is not None
     ]
@@ -1838,8 +1847,7 @@ def _goal_lines(strong, quick, small=None, decay=None, schedule=None):
             r = runs["decaying"]
             u = r["rows"]["union"]
             parts.append(
-                f"{'the original' if det == 'asymmetric' else 'the decaying-step detector'}"
-                f"{'' if det == 'asymmetric' else ' (' + det.split('_e')[-1] + ' epochs)'}: "
+                f"{_detector_label(det)}: "
                 f"detector alone evaded on {_pct(r['bound']['evaded'][1])}% of the sources, the "
                 f"joint union fools the classifier on {u['n_fooled']} and "
                 f"{_pct(u['tpr_fooling'][1])}% of those are flagged (SR@5 {_pct(u['sr'][1])}%)"
@@ -1938,12 +1946,12 @@ def main():
         state["small"] = run_small_step(s, robust, guard, args)
         _merge(state_file, "small", state["small"])
     if args.phase in ("all", "decay"):
-        key = f"decay_e{args.decay_epochs}"
+        key = decay_key(args.decay_epochs)
         state[key] = run_decay(s, robust, dets["asymmetric"][0], args)
         _merge(state_file, key, state[key])
     if args.phase in ("all", "schedule"):
         decayed, _ = train_decay_detector(s, robust, dets["asymmetric"][0], args.decay_epochs)
-        both = {"asymmetric": dets["asymmetric"][0], f"decay_e{args.decay_epochs}": decayed}
+        both = {"asymmetric": dets["asymmetric"][0], decay_key(args.decay_epochs): decayed}
         state["schedule"] = run_schedule(s, robust, both, args)
         _merge(state_file, "schedule", state["schedule"])
     if args.phase in ("all", "spsa"):

@@ -138,9 +138,7 @@ def sanitizer_ops(model, layers, kind, search=7):
     total = 0
     for name in layers:
         shape = model.get_layer(name).output.shape[1:]
-        n = 1
-        for v in shape:
-            n *= v
+        n = map_bytes(model, name) // 4
         is_map = len(shape) == 3
         if kind == "mask":
             total += 3 * n
@@ -165,15 +163,17 @@ read and a write (any filter that writes its result to a new map).
 """
 
 
+def map_bytes(model, name):
+    """Bytes per image of layer `name`'s float32 output."""
+    n = 1
+    for v in model.get_layer(name).output.shape[1:]:
+        n *= v
+    return 4 * n
+
+
 def sanitized_bytes(model, layers):
     """Bytes per image of the float32 maps the sanitizers run on."""
-    total = 0
-    for name in layers:
-        n = 1
-        for v in model.get_layer(name).output.shape[1:]:
-            n *= v
-        total += 4 * n
-    return total
+    return sum(map_bytes(model, name) for name in layers)
 
 
 def mnist_setups(model):
@@ -244,11 +244,7 @@ def run_classifier(label, model, setups, x, batch, repeats, modes, peak, note, x
     macs = classifier_macs(model)
     # The streaming rate over the largest sanitized map of one batch (the
     # regime the sanitizers' passes run in).
-    largest = max(
-        4 * int(np.prod(model.get_layer(name).output.shape[1:]))
-        for _, _, _, layers in setups
-        for name in layers
-    )
+    largest = max(map_bytes(model, name) for _, _, _, layers in setups for name in layers)
     bandwidth = _harness.stream_bandwidth(largest * batch)
     results = {}
     loads = {}

@@ -1,9 +1,36 @@
 """Graph-mode helpers of the in-training PGD loops (floor 1): step, projection, random start, loop.
 
 Used by `training.AdversarialModel` and `detectors.ClassConditionalInputDetector`,
-whose inner attacks run inside a compiled `train_step`. `norm` is `"inf"` or
+whose inner attacks run inside a compiled `train_step`, and, for the step
+schedule (`step_factors`), by the adaptive attacks. `norm` is `"inf"` or
 `"l2"`; tensors are batches `(B, ...)`.
 """
+
+from keras_advguard import _validation
+
+
+def check_step_decay(step_decay):
+    """`step_decay` (the last step as a fraction of the first) must be a number in `(0, 1]`."""
+    return _validation.check_number(
+        "step_decay", step_decay, min_value=0.0, max_value=1.0, min_inclusive=False
+    )
+
+
+def step_factors(step_decay, steps):
+    """The step schedule: step `i` of `steps` is the first times `step_decay ** (i / (steps - 1))`.
+
+    `1` keeps the step constant; below 1 it shrinks geometrically from the
+    first step to `step_decay` times it at the last: large first steps cross
+    the ball, the small last ones settle in narrow optima that a constant sign
+    step jumps over. Returns Python floats, one per step (`steps == 1`: `[1.0]`).
+
+    Raises:
+        TypeError: `step_decay` is not a number.
+        ValueError: `step_decay` outside `(0, 1]`.
+    """
+    check_step_decay(step_decay)
+    span = max(steps - 1, 1)
+    return [float(step_decay) ** (i / span) for i in range(steps)]
 
 
 def step_direction(grad, norm):
@@ -51,7 +78,7 @@ def random_in_ball(shape, eps, norm):
 def ascend(objective, x, start, *, steps, step, eps, norm, clip_min, clip_max, step_decay=1.0):
     """`steps` projected steepest-ascent steps on `objective` from `start`, as one `tf.while_loop`.
 
-    Step `i` (from 0) moves by `step * step_decay ** (i / (steps - 1))`
+    Step `i` (from 0) moves by `step * step_factors(step_decay, steps)[i]`
     along `step_direction` of the gradient of `objective(x_adv)` (a scalar):
     a constant `step` for `step_decay=1`, else a geometric schedule from
     `step` down to `step * step_decay` at the last step. Each step then
@@ -60,7 +87,9 @@ def ascend(objective, x, start, *, steps, step, eps, norm, clip_min, clip_max, s
     """
     import tensorflow as tf
 
-    span = float(max(steps - 1, 1))
+    factors = None
+    if step_decay != 1.0:
+        factors = tf.constant(step_factors(step_decay, steps), tf.float32)
 
     def body(i, xa):
         with tf.GradientTape() as tape:
@@ -68,9 +97,8 @@ def ascend(objective, x, start, *, steps, step, eps, norm, clip_min, clip_max, s
             value = objective(xa)
         grad = tape.gradient(value, xa)
         size = step
-        if step_decay != 1.0:
-            size = step * tf.pow(tf.constant(step_decay, tf.float32), tf.cast(i, tf.float32) / span)
-            size = tf.cast(size, xa.dtype)
+        if factors is not None:
+            size = tf.cast(step * tf.gather(factors, i), xa.dtype)
         moved = xa + size * step_direction(grad, norm)
         return i + 1, project(x, moved, eps, norm, clip_min, clip_max)
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from keras_advguard import _batching, _progress, _validation
+from keras_advguard import _batching, _perturb, _progress, _validation
 
 NORMS = (np.inf, 2)
 """Norms accepted by the gradient attacks: `np.inf` (L-infinity) or `2` (L2)."""
@@ -130,25 +130,12 @@ def check_step(eps, eps_iter, nb_iter):
 
 
 def step_sizes(eps_iter, step_decay, nb_iter):
-    """The step of each iteration: `eps_iter * step_decay ** (i / (nb_iter - 1))`.
+    """The step of each iteration as float32 scalars: `eps_iter` times `_perturb.step_factors`.
 
-    `step_decay` is the last step as a fraction of the first, in `(0, 1]`:
-    `1` keeps the step constant; below 1 the step shrinks geometrically from
-    `eps_iter` at the first iteration to `eps_iter * step_decay` at the last
-    (the schedule `ClassConditionalInputDetector(step_decay=...)` trains
-    with). A large first step crosses the ball; the small last ones settle
-    in narrow optima that a constant sign step jumps over. Returns float32
-    numpy scalars, one per iteration (`nb_iter == 1`: just `eps_iter`).
-
-    Raises:
-        TypeError: `step_decay` is not a number.
-        ValueError: `step_decay` outside `(0, 1]`.
+    The schedule `ClassConditionalInputDetector(step_decay=...)` trains with;
+    `TypeError`/`ValueError` for a `step_decay` that is not a number in `(0, 1]`.
     """
-    _validation.check_number(
-        "step_decay", step_decay, min_value=0.0, max_value=1.0, min_inclusive=False
-    )
-    span = max(nb_iter - 1, 1)
-    return [np.float32(eps_iter * float(step_decay) ** (i / span)) for i in range(nb_iter)]
+    return [np.float32(eps_iter * f) for f in _perturb.step_factors(step_decay, nb_iter)]
 
 
 def check_inputs(x, clip_min, clip_max, name="x"):

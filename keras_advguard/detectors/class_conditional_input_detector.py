@@ -201,9 +201,7 @@ class ClassConditionalInputDetector(_keras_detector.KerasDetector, keras.Model):
         _validation.check_positive_int("steps", steps)
         if step_size is not None:
             _validation.check_number("step_size", step_size, min_value=0.0)
-        _validation.check_number(
-            "step_decay", step_decay, min_value=0.0, max_value=1.0, min_inclusive=False
-        )
+        _perturb.check_step_decay(step_decay)
         norm = _canonical_norm(norm)
         _validation.check_type("random_start", random_start, bool)
         _validation.check_choice("target", target, TARGETS)

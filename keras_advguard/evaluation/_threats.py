@@ -230,9 +230,17 @@ def selective_loss(threshold):
     return loss
 
 
-ADAPTIVE_DETECTOR_ATTACKS = ("selective_pgd", "orthogonal_pgd", "selective_pgd_decaying")
+ADAPTIVE_STEP_DECAY = 0.05
+"""`step_decay` of `"selective_pgd_decaying"`: its last step as a fraction of the first."""
+
+ADAPTIVE_DETECTOR_ATTACKS = {
+    "selective_pgd": ("selective_pgd", 1.0),
+    "orthogonal_pgd": ("orthogonal_pgd", 1.0),
+    "selective_pgd_decaying": ("selective_pgd", ADAPTIVE_STEP_DECAY),
+}
 """The attacks `evaluate` runs against every detector (the best per source is reported).
 
+Name in the report -> `(attack function, step_decay)`.
 `"selective_pgd_decaying"` is selective PGD whose step shrinks from eps/10 to
 `eps/10 * ADAPTIVE_STEP_DECAY` (eps/200) over the steps: a learned
 detector's score can have maxima narrower than the constant sign step
@@ -241,11 +249,6 @@ class-conditional detector attacked alone was evaded on 0 of 100 sources
 with eps/10, on 100 with the shrinking step at the same 500 steps;
 `benchmarks/results/robust.md`).
 """
-
-ADAPTIVE_STEP_DECAY = 0.05
-"""`step_decay` of the `_decaying` adaptive attacks: the last step as a fraction of the first."""
-
-_DECAYING = "_decaying"
 
 
 def adaptive_detector_attack(
@@ -259,9 +262,7 @@ def adaptive_detector_attack(
 
     threshold = float(detector.threshold_)
     eps_iter = eps / 10 if nb_iter >= 10 else eps / nb_iter * 2.5
-    step_decay = 1.0
-    if attack.endswith(_DECAYING):
-        attack, step_decay = attack[: -len(_DECAYING)], ADAPTIVE_STEP_DECAY
+    attack, step_decay = ADAPTIVE_DETECTOR_ATTACKS.get(attack, (attack, 1.0))
     keras.utils.set_random_seed(seed)
     selective = getattr(attacks, attack, None)
     if selective is not None:
