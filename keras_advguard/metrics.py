@@ -508,6 +508,62 @@ def robust_accuracy(y_true, y_pred):
     return float(np.mean(y_pred == y_true))
 
 
+def proportion_interval(successes, n, confidence=0.95):
+    """Wilson score interval of a proportion `successes / n` (a TPR, an SR@N).
+
+    Figures such as the TPR of a detector on the few images an adaptive
+    attack makes fool a robust classifier rest on a handful of images; the
+    interval says how little they pin down. Wilson's interval (not the
+    normal approximation, which collapses to a point at 0 and `n`):
+
+        z = Phi^-1((1 + confidence) / 2),   p = successes / n
+        centre = (p + z^2 / (2 n)) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+
+    equal to `scipy.stats.binomtest(successes, n).proportion_ci(confidence,
+    method="wilson")`.
+
+    Args:
+        successes: number of successes, an integer in `[0, n]`.
+        n: number of trials, an integer `>= 1`.
+        confidence: confidence level in `(0, 1)`. Defaults to `0.95`.
+
+    Returns:
+        `(low, high)`, Python floats with `0 <= low <= successes / n <= high <= 1`.
+
+    Raises:
+        TypeError: if `successes` or `n` is not an integer, or `confidence`
+            not a number.
+        ValueError: if `n < 1`, `successes` is outside `[0, n]`, or
+            `confidence` outside `(0, 1)`.
+
+    Example:
+
+        >>> low, high = proportion_interval(10, 13)  # 10 of 13 fooling images flagged
+        >>> round(low, 3), round(high, 3)
+        (0.497, 0.918)
+    """
+    import statistics
+
+    _validation.check_positive_int("n", n)
+    _validation.check_number("successes", successes, min_value=0, max_value=n, integer=True)
+    _validation.check_number(
+        "confidence",
+        confidence,
+        min_value=0.0,
+        max_value=1.0,
+        min_inclusive=False,
+        max_inclusive=False,
+    )
+    n, k = int(n), int(successes)
+    z = statistics.NormalDist().inv_cdf((1.0 + float(confidence)) / 2.0)
+    p = k / n
+    scale = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / scale
+    half = z / scale * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class EvaluationSets:
     """The clean and adversarial sets of METHODS.md section 7.

@@ -76,6 +76,7 @@ PUBLIC = {
         "stratified_kfold",
         "train_val_test_split_by_group",
         "success_rate_at_fpr",
+        "proportion_interval",
     ],
     "keras_advguard.plots": [
         "DetectionRocDisplay",

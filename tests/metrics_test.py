@@ -322,6 +322,45 @@ def test_robust_accuracy_matches_sklearn():
         metrics.robust_accuracy([1, 2], [1])
 
 
+@pytest.mark.parametrize(
+    "k, n, confidence",
+    [(10, 13, 0.95), (0, 5, 0.95), (5, 5, 0.95), (1, 4, 0.9), (3, 295, 0.99), (200, 400, 0.5)],
+)
+def test_proportion_interval_matches_scipy_wilson(k, n, confidence):
+    from scipy.stats import binomtest
+
+    expected = binomtest(k, n).proportion_ci(confidence, method="wilson")
+    low, high = metrics.proportion_interval(k, n, confidence=confidence)
+    assert (low, high) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+    assert isinstance(low, float) and isinstance(high, float)
+
+
+def test_proportion_interval_hand_worked_and_shrinking_with_n():
+    # 1 of 4: z = 1.959964, centre (0.25 + z^2 / 8) / (1 + z^2 / 4) = 0.372473, half 0.326885
+    assert metrics.proportion_interval(1, 4) == pytest.approx((0.045587, 0.699358), abs=1e-6)
+    widths = [np.subtract(*metrics.proportion_interval(n // 4, n)[::-1]) for n in (4, 40, 400)]
+    assert widths[0] > widths[1] > widths[2]
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((1, 0), ValueError, "n"),
+        ((5, 4), ValueError, "successes"),
+        ((-1, 4), ValueError, "successes"),
+        ((1.0, 4), TypeError, "successes"),
+        ((1, 4.0), TypeError, "n"),
+        ((1, 4, 1.0), ValueError, "confidence"),
+        ((1, 4, 0.0), ValueError, "confidence"),
+        ((1, 4, "95%"), TypeError, "confidence"),
+    ],
+)
+def test_proportion_interval_errors(args, error, match):
+    with pytest.raises(error, match=match):
+        metrics.proportion_interval(*args)
+
+
 def test_evaluation_sets_untargeted():
     y_true = [0, 1, 2, 3, 4, 5]
     y_pred_clean = [0, 1, 2, 3, 0, 0]

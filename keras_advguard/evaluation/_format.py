@@ -9,6 +9,20 @@ def _pct(value):
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _counted(counts, n, intervals):
+    """`k / n [low, high]` per FPR, joined by `; ` (`-` where a report lacks the counts)."""
+    if counts is None or n is None:
+        return "-"
+    intervals = intervals or [None] * len(counts)
+    cells = []
+    for k, bounds in zip(counts, intervals, strict=True):
+        cell = f"{k} / {n}"
+        if bounds is not None:
+            cell += f" [{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
+        cells.append(cell)
+    return "; ".join(cells)
+
+
 def _pm(mean, std):
     if mean is None:
         return "n/a"

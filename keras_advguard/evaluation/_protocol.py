@@ -120,6 +120,13 @@ def aggregate(folds, fprs):
     }
 
 
+def interval(successes, n):
+    """The 95% Wilson interval of `successes / n` as a JSON-safe list; `None` for `n == 0`."""
+    if n == 0:
+        return None
+    return [round(v, 5) for v in metrics.proportion_interval(int(successes), int(n))]
+
+
 def success_at_threshold(fooled, scores, thresholds):
     """SR@N: share of attacked sources misclassified *and* scored <= t_N.
 

@@ -344,9 +344,16 @@ def adaptive_detector(
         "sr_at_fpr": _protocol.success_at_threshold(fooled, scores, thresholds),
         "seconds": seconds,
     }
+    # Counts and 95% Wilson intervals: the TPR rests on the few fooled sources.
+    evaded = [int(np.sum(fooled & (scores <= t))) for t in thresholds]
+    out["n_evaded"] = evaded
+    out["sr_interval"] = [_protocol.interval(k, len(x)) for k in evaded]
     measured = _protocol.fold_metrics(clean, scores[fooled], cal, fprs)
     if measured is not None:
         out.update(auc=measured["auc"], tpr=measured["tpr"], fpr=measured["fpr"])
+        flagged = [int(np.sum(scores[fooled] > t)) for t in thresholds]
+        out["n_flagged"] = flagged
+        out["tpr_interval"] = [_protocol.interval(k, out["n_fooled"]) for k in flagged]
     log(
         f"{name_in_log}: adaptive success {out['success_rate']:.3f}, SR@"
         f"{max(fprs):g} {out['sr_at_fpr'][-1]:.3f} ({out['attack']}, per source)"

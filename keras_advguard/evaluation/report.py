@@ -13,6 +13,7 @@ import numpy as np
 from keras_advguard import _files, _validation
 from keras_advguard.evaluation._format import (
     _clean_json,
+    _counted,
     _mean_curve,
     _pct,
     _pm,
@@ -249,6 +250,16 @@ class EvaluationReport:
                 + [
                     _pct(adaptive["success_rate"]),
                     " / ".join(_pct(v) for v in adaptive["sr_at_fpr"]),
+                    _counted(
+                        adaptive.get("n_flagged"),
+                        adaptive.get("n_fooled"),
+                        adaptive.get("tpr_interval"),
+                    ),
+                    _counted(
+                        adaptive.get("n_evaded"),
+                        adaptive.get("n_sources"),
+                        adaptive.get("sr_interval"),
+                    ),
                 ]
             )
         if rows:
@@ -260,10 +271,20 @@ class EvaluationReport:
                     "and selective PGD with a step shrinking to eps/200 "
                     f"(eps={self.meta.get('adaptive_eps', 0):g}) on the classifier "
                     "and the detector's score_tensor, thresholded at the largest FPR. "
-                    "SR = share of attacked sources misclassified and not detected.",
+                    "SR = share of attacked sources misclassified and not detected. "
+                    "The last two columns give the counts behind the adaptive TPR "
+                    "(fooling images flagged / fooling images) and SR (sources "
+                    "evaded / attacked sources) at each FPR, with their 95% Wilson "
+                    "intervals in percent (`metrics.proportion_interval`): a TPR "
+                    "measured on a few fooling images pins down little.",
                     ["detector", "score_tensor", "AUC oblivious / adaptive"]
                     + [f"TPR @ {f} FPR oblivious / adaptive" for f in fpr_names]
-                    + ["adaptive success rate", f"SR @ {' / '.join(fpr_names)} FPR"],
+                    + [
+                        "adaptive success rate",
+                        f"SR @ {' / '.join(fpr_names)} FPR",
+                        "adaptive TPR: flagged / fooled [95% interval, %]",
+                        "SR: evaded / sources [95% interval, %]",
+                    ],
                     rows,
                 )
             )

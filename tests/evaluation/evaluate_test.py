@@ -162,6 +162,17 @@ def test_adaptive_figures_are_consistent(run):
             assert all(a <= b + 1e-12 for a, b in zip(one["sr_at_fpr"], sr, strict=True))
         best = max(one["sr_at_fpr"][-1] for one in adaptive["per_attack"].values())
         assert sr[-1] >= best
+        # the counts behind SR and TPR, and their Wilson intervals
+        n, fooled = adaptive["n_sources"], adaptive["n_fooled"]
+        assert fooled == round(adaptive["success_rate"] * n)
+        for k, rate, bounds in zip(adaptive["n_evaded"], sr, adaptive["sr_interval"], strict=True):
+            assert k / n == pytest.approx(rate)
+            assert bounds == pytest.approx(metrics.proportion_interval(k, n), abs=1e-5)
+        if fooled:
+            flagged, tpr = adaptive["n_flagged"], adaptive["tpr"]
+            for k, rate, bounds in zip(flagged, tpr, adaptive["tpr_interval"], strict=True):
+                assert k / fooled == pytest.approx(rate)
+                assert bounds == pytest.approx(metrics.proportion_interval(k, fooled), abs=1e-5)
     # the adaptive attack pushes the exact max-softmax score down: it evades more
     # often than the oblivious PGD at the same budget would suggest
     ms = report.detectors["max_softmax"]

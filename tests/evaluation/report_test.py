@@ -60,6 +60,10 @@ def _report():
                 "auc": 0.55,
                 "tpr": [0.1, 0.2],
                 "fpr": [0.0, 0.04],
+                "n_flagged": [2, 4],
+                "tpr_interval": [[0.0279, 0.301], [0.0807, 0.416]],
+                "n_evaded": [10, 15],
+                "sr_interval": [[0.234, 0.5926], [0.4074, 0.766]],
             },
         },
         "inverted": {
@@ -103,6 +107,8 @@ def test_markdown_has_every_table_with_the_figures():
     # oblivious (mixed) next to adaptive, then the adaptive success rate and SR@N
     row = "| good | exact | 0.930 / 0.550 | 0.200 / 0.100 | 0.500 / 0.200 | 0.800 | 0.400 / 0.600 |"
     assert row in text
+    # the counts behind the adaptive TPR and SR, with their intervals in percent
+    assert "| 2 / 20 [2.8, 30.1]; 4 / 20 [8.1, 41.6] | 10 / 25 [23.4, 59.3]; " in text
     assert "failed: ValueError: no gradient" in text
     assert "Attack unknown: good" in text and "| trained on mixed | 0.910 |" in text
     assert "1 loaded, 0 computed" in text
@@ -192,3 +198,11 @@ def test_save_refuses_a_file_and_replaces_an_older_report(tmp_path):
     _report().save(folder)
     assert (folder / "report.md").read_text().startswith("# Evaluation report")
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_report_saved_before_the_counts_shows_a_dash():
+    report = _report()
+    for key in ("n_flagged", "tpr_interval", "n_evaded", "sr_interval"):
+        report.detectors["good"]["adaptive"].pop(key)
+    row = "| 0.500 / 0.200 | 0.800 | 0.400 / 0.600 | - | - |"
+    assert row in report.to_markdown()
