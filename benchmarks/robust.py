@@ -807,27 +807,35 @@ def _step_attacks(s, robust, detector, sets, steps, joint):
     orthogonal PGD). Returns `{"bound": ..., "rows": ...}`, the union of the
     joint attacks as the last row.
     """
-    from keras_advguard import attacks
-
     x, y, thresholds, s_cal = sets["x"], sets["y"], sets["thresholds"], sets["s_cal"]
     s_src = detector.score(x, batch_size=256)
     sd = float(np.std(s_cal)) + 1e-6
     t0 = time.perf_counter()
     bound = _alone_every_class(detector, x, y, s, 80, steps=steps)
     out = {"bound": {**_evasion(bound, thresholds), "seconds": time.perf_counter() - t0}}
-    out["rows"] = {}
     log(f"step {s['step']:.4f} (decay {s.get('step_decay', 1.0)}), alone: {out['bound']}")
     runs = Runs(robust, detector, y)
     if joint:
         t0 = time.perf_counter()
         best = _joint_every_class(robust, detector, x, y, s, sd, 90, steps=steps)
         runs.add("targeted joint PGD (9 targets)", best, time.perf_counter() - t0, "adaptive")
+    _selective_orthogonal(runs, s, robust, x, y, steps)
+    out["rows"] = _rows_with_union(runs, thresholds, s_cal, s_src)
+    log(f"union: {out['rows']['union']}")
+    return out
+
+
+def _selective_orthogonal(runs, s, robust, x, y, steps):
+    """Selective and orthogonal PGD on `runs`' detector at `s`'s step (`s["step"]`, decay)."""
+    from keras_advguard import attacks
+
     for attack in (attacks.selective_pgd, attacks.orthogonal_pgd):
+        log(f"{attack.__name__} on {len(x)} sources")
         r, dt = timed(
             attack,
             robust,
             x,
-            detector,
+            runs.detector,
             eps=s["eps"],
             eps_iter=s["step"],
             step_decay=s.get("step_decay", 1.0),
@@ -837,14 +845,20 @@ def _step_attacks(s, robust, detector, sets, steps, joint):
             batch_size=256,
         )
         runs.add(attack.__name__.replace("_pgd", " PGD"), r.x_adv, dt, "adaptive")
-    for name, row in runs.rows.items():
-        out["rows"][name] = _row(
-            row["fooled"], row["score"], thresholds, s_cal, s_src, row["seconds"]
-        )
+
+
+def _rows_with_union(runs, thresholds, s_cal, s_src):
+    """`_row` of each attack in `runs`, then of their per-source union (with its counts)."""
+    rows = {
+        name: _row(row["fooled"], row["score"], thresholds, s_cal, s_src, row["seconds"])
+        for name, row in runs.rows.items()
+    }
     fooled, score = runs.union(list(runs.rows))
-    out["rows"]["union"] = _row(fooled, score, thresholds, s_cal, s_src)
-    log(f"union: {out['rows']['union']}")
-    return out
+    union = _row(fooled, score, thresholds, s_cal, s_src)
+    union["n_flagged"] = [int(np.sum(fooled & (score > t))) for t in thresholds]
+    union["n_evaded"] = [int(np.sum(fooled & (score <= t))) for t in thresholds]
+    rows["union"] = union
+    return rows
 
 
 # `--phase schedule`: attacks of the suite's `steps` (500) whose step shrinks
@@ -879,39 +893,18 @@ WIDE_FACTOR = 4  # sources: `WIDE_FACTOR * n_strong` images after the first `n_s
 
 def run_wide(s, robust, detectors, args):
     """`--phase wide`: selective and orthogonal PGD, shrinking step, on more sources."""
-    from keras_advguard import attacks
-
     n = args.n or WIDE_FACTOR * s["n_strong"]
     c = SCHEDULE
+    step = {**s, "step": s["eps"] / c["first_fraction"], "step_decay": c["step_decay"]}
     out = {**c, "steps": s["steps"], "first": s["n_strong"], "n_images": n, "detectors": {}}
     for name, detector in detectors.items():
         sets = _strong_sets(s, robust, detector, n, clean=False, first=s["n_strong"])
-        x, y, thresholds, s_cal = sets["x"], sets["y"], sets["thresholds"], sets["s_cal"]
-        s_src = detector.score(x, batch_size=256)
+        x, y = sets["x"], sets["y"]
         runs = Runs(robust, detector, y)
-        for attack in (attacks.selective_pgd, attacks.orthogonal_pgd):
-            log(f"wide, {name}: {attack.__name__} on {len(x)} sources")
-            r, dt = timed(
-                attack,
-                robust,
-                x,
-                detector,
-                eps=s["eps"],
-                eps_iter=s["eps"] / c["first_fraction"],
-                step_decay=c["step_decay"],
-                nb_iter=s["steps"],
-                y=y,
-                seed=95,
-                batch_size=256,
-            )
-            runs.add(attack.__name__.replace("_pgd", " PGD"), r.x_adv, dt, "adaptive")
-        rows = {
-            k: _row(row["fooled"], row["score"], thresholds, s_cal, s_src, row["seconds"])
-            for k, row in runs.rows.items()
-        }
-        fooled, score = runs.union(list(runs.rows))
-        rows["union"] = _row(fooled, score, thresholds, s_cal, s_src)
-        rows["union"]["n_flagged"] = [int(np.sum(fooled & (score > t))) for t in thresholds]
+        log(f"wide, {name}")
+        _selective_orthogonal(runs, step, robust, x, y, s["steps"])
+        s_src = detector.score(x, batch_size=256)
+        rows = _rows_with_union(runs, sets["thresholds"], sets["s_cal"], s_src)
         log(f"wide, {name}: union {rows['union']}")
         out["detectors"][name] = {"n_sources": int(len(x)), "rows": rows}
     return out
@@ -953,10 +946,8 @@ def run_wide_targeted(s, robust, detector, args):
         t1 = time.perf_counter()
         x_adv = _pgd_towards(outputs, loss, x, (y + k) % 10, step, s["steps"], seed=100 + k)
         runs.add(f"target y+{k}", x_adv, time.perf_counter() - t1, "adaptive")
-    fooled, score = runs.union(list(runs.rows))
-    row = _row(fooled, score, thresholds, s_cal, s_src, time.perf_counter() - t0)
-    row["n_flagged"] = [int(np.sum(fooled & (score > t))) for t in thresholds]
-    row["n_evaded"] = [int(np.sum(fooled & (score <= t))) for t in thresholds]
+    row = _rows_with_union(runs, thresholds, s_cal, s_src)["union"]
+    row["seconds"] = time.perf_counter() - t0
     log(f"wide, targeted CE on the classifier: {row}")
     return {**c, "steps": s["steps"], "n_sources": int(len(x)), "row": row, "clean": clean}
 
