@@ -1346,6 +1346,7 @@ def _adaptive_names(report):
         "selective_pgd": "selective PGD",
         "orthogonal_pgd": "orthogonal PGD",
         "selective_pgd_decaying": "selective PGD with the step shrinking to eps/200",
+        "selective_pgd_runner_up": "the same targeted at the runner-up class",
     }
     names = []
     for entry in report["detectors"].values():

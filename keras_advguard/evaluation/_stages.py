@@ -286,9 +286,10 @@ def adaptive_detector(
     """The adaptive figures of one calibrated detector on the first split's test sources.
 
     Selective and orthogonal PGD with the constant step eps/10, and selective
-    PGD with a step shrinking to eps/200 (`_threats.ADAPTIVE_DETECTOR_ATTACKS`)
-    all run; per source the strongest result is kept (fooled, with the lowest
-    score), so a defence is reported against the best of the three.
+    PGD with a step shrinking to eps/200, untargeted and targeted at each
+    source's runner-up class (`_threats.ADAPTIVE_DETECTOR_ATTACKS`), all run;
+    per source the strongest result is kept (fooled, with the lowest score),
+    so a defence is reported against the best of the four.
     """
     fprs = config["fpr"]
     name_in_log = name or type(detector).__name__

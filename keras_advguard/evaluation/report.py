@@ -268,7 +268,8 @@ class EvaluationReport:
                     "Detectors, oblivious vs adaptive",
                     "oblivious = the mixed attacks crafted on the classifier alone; adaptive = "
                     "the strongest per source of selective and orthogonal PGD (step eps/10) "
-                    "and selective PGD with a step shrinking to eps/200 "
+                    "and selective PGD with a step shrinking to eps/200, untargeted and "
+                    "targeted at the source's runner-up class "
                     f"(eps={self.meta.get('adaptive_eps', 0):g}) on the classifier "
                     "and the detector's score_tensor, thresholded at the largest FPR. "
                     "SR = share of attacked sources misclassified and not detected. "

@@ -156,6 +156,7 @@ def test_adaptive_figures_are_consistent(run):
             "orthogonal_pgd",
             "selective_pgd",
             "selective_pgd_decaying",
+            "selective_pgd_runner_up",
         ]
         for one in adaptive["per_attack"].values():
             assert one["success_rate"] <= adaptive["success_rate"] + 1e-12
