@@ -268,6 +268,8 @@ def runner_up_targets(model, x, y, batch_size):
 
     from keras_advguard.attacks._common import as_logits_fn
 
+    if len(x) == 0:
+        return np.zeros(0, np.int64)
     logits_fn = as_logits_fn(model)
     logits = np.concatenate(
         [
