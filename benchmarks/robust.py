@@ -41,7 +41,9 @@ the small-step attacks on it; `--phase schedule` compares the constant step
 eps/10 with one shrinking to eps/200 at the same budget; `--phase wide` runs
 the shrinking-step selective and orthogonal PGD on four times as many
 sources (disjoint from the others), so that the TPR on the few images that
-fool the robust classifier comes with a usable interval.
+fool the robust classifier comes with a usable interval, and `--phase
+wide-targeted` the classifier's targeted attack on the same sources for
+max-softmax.
 
 `--dataset cifar10`: the second row, the CIFAR-10 subset at eps 8/255.
 `--phase classifier` trains (once, cached under
@@ -57,7 +59,7 @@ budgets: a smoke run of every code path).
 Usage:
     nice -n 19 python benchmarks/robust.py [--quick] [--dataset mnist|cifar10]
         [--phase all|classifier|detectors|engine|strong|bound|targets|small|decay|schedule|
-                 wide|spsa|report]
+                 wide|wide-targeted|spsa|report]
         [--n N] [--decay-epochs N]
 """
 
@@ -867,6 +869,11 @@ def _rows_with_union(runs, thresholds, s_cal, s_src):
 SCHEDULE = {"first_fraction": 10, "step_decay": 0.05}
 
 
+def _schedule_step(s, decay=SCHEDULE["step_decay"]):
+    """`s` with `SCHEDULE`'s first step (eps/10) and the step decay `decay` (1: constant)."""
+    return {**s, "step": s["eps"] / SCHEDULE["first_fraction"], "step_decay": decay}
+
+
 def run_schedule(s, robust, detectors, args):
     """`--phase schedule`: constant eps/10 vs eps/10 -> eps/200, same steps, per detector."""
     n = args.n or s["n_strong"]
@@ -876,8 +883,8 @@ def run_schedule(s, robust, detectors, args):
         sets = _strong_sets(s, robust, detector, n, clean=False)
         runs = {"n_sources": int(len(sets["x"]))}
         for label, decay in (("constant", 1.0), ("decaying", c["step_decay"])):
-            step = {**s, "step": s["eps"] / c["first_fraction"], "step_decay": decay}
             log(f"schedule, {name}: {label}")
+            step = _schedule_step(s, decay)
             runs[label] = _step_attacks(step, robust, detector, sets, s["steps"], joint=False)
         out["detectors"][name] = runs
     return out
@@ -895,7 +902,7 @@ def run_wide(s, robust, detectors, args):
     """`--phase wide`: selective and orthogonal PGD, shrinking step, on more sources."""
     n = args.n or WIDE_FACTOR * s["n_strong"]
     c = SCHEDULE
-    step = {**s, "step": s["eps"] / c["first_fraction"], "step_decay": c["step_decay"]}
+    step = _schedule_step(s)
     out = {**c, "steps": s["steps"], "first": s["n_strong"], "n_images": n, "detectors": {}}
     for name, detector in detectors.items():
         sets = _strong_sets(s, robust, detector, n, clean=False, first=s["n_strong"])
@@ -939,7 +946,7 @@ def run_wide_targeted(s, robust, detector, args):
     def loss(out, tb):
         return -keras.ops.sparse_categorical_crossentropy(tb, out["logits"], from_logits=True)
 
-    step = {**s, "step": s["eps"] / c["first_fraction"], "step_decay": c["step_decay"]}
+    step = _schedule_step(s)
     runs = Runs(robust, detector, y)
     t0 = time.perf_counter()
     for k in range(1, 10):
@@ -1750,14 +1757,20 @@ def _interval(k, n):
     return f"{k} / {n} [{100 * low:.1f}-{100 * high:.1f}]"
 
 
+def _flagged(row, i=1):
+    """Fooling images a `_row` says are flagged at FPR index `i` (5%).
+
+    Its `n_flagged` where stored (unions), else the rate times its denominator.
+    """
+    if "n_flagged" in row:
+        return int(row["n_flagged"][i])
+    return round((row["tpr_fooling"][i] or 0) * row["n_fooled"])
+
+
 def _union_counts(union, n_sources, i=1):
     """`(flagged, fooled, evaded, sources)` of a union row at FPR index `i` (5%)."""
     fooled = int(union["n_fooled"])
-    if "n_flagged" in union:
-        flagged = int(union["n_flagged"][i])
-    else:  # rows stored before the counts: the rate times its denominator
-        flagged = round((union["tpr_fooling"][i] or 0) * fooled)
-    return flagged, fooled, round(union["sr"][i] * n_sources), int(n_sources)
+    return _flagged(union, i), fooled, round(union["sr"][i] * n_sources), int(n_sources)
 
 
 def _pooled_wide(w, schedule):
@@ -1809,7 +1822,7 @@ def _wide_lines(w, schedule=None, targeted=None):
             head = f"| {label} | " if i == 0 else "| | "
             sec = "-" if row.get("seconds") is None else f"{row['seconds']:.0f}"
             auc = "-" if row.get("auc_fooling") is None else f"{row['auc_fooling']:.3f}"
-            flagged = round((row["tpr_fooling"][1] or 0) * row["n_fooled"])
+            flagged = _flagged(row)
             lines.append(
                 head + f"{name} | {r['n_sources']} | {row['n_fooled']} | {_pct(row['sr'][0])} | "
                 f"**{_pct(row['sr'][1])}** | {_pct(row['sr'][2])} | "
@@ -2024,7 +2037,7 @@ def _goal_lines(
         f"{_pct(union_alone)}){thousand} | "
         f"{'yes' if worst_apgd is not None and worst_apgd >= 0.89 else 'no'} |",
         "| detector TPR >= 90% at 5% FPR under the strongest attack (fooling images) | "
-        f"{_pct(tpr)} ({_interval(round((tpr or 0) * u['n_fooled']), u['n_fooled'])} fooling "
+        f"{_pct(tpr)} ({_interval(_flagged(u), u['n_fooled'])} fooling "
         f"images flagged, 95% interval; {label}; SR@5 {_pct(u['sr'][1])}) | "
         f"{'yes' if tpr is not None and tpr >= 0.9 else 'no'} |",
         f"| clean accepted and correct >= 94% at 5% FPR | {_pct(clean)} | "
