@@ -509,14 +509,25 @@ def engine_attacks(s):
 
 
 def run_engine(s, robust, dets, out_stem):
-    """`evaluate` on the robust classifier: both detectors, max-softmax, mask, median."""
+    """`evaluate` on the robust classifier: both detectors, max-softmax, their union, mask, median.
+
+    The union (`UnionDetector`: flagged when the asymmetric detector or the
+    classifier's max-softmax flags) is normalized on clean training images
+    the detector was not trained on (after its first `n_fit`), and attacked
+    by the engine as one detector.
+    """
     import keras_advguard as ag
+    from keras_advguard.detectors import MaxSoftmaxDetector, UnionDetector
 
     train, test = load_data(s)
+    asymmetric = dets["asymmetric"][0]
+    union = UnionDetector([asymmetric, MaxSoftmaxDetector(robust)])
+    union.fit(train[0][s["n_fit"] :][:2000], batch_size=256)
     defences = [
-        ("asymmetric", dets["asymmetric"][0], {"fit": False}),
+        ("asymmetric", asymmetric, {"fit": False}),
         ("standard", dets["standard"][0], {"fit": False}),
         "max_softmax",
+        ("asymmetric_or_max_softmax", union, {"fit": False}),
         "mask",
         "median",
     ]

@@ -20,6 +20,7 @@ from keras_advguard.detectors.local_spatial_entropy import (
 )
 from keras_advguard.detectors.max_softmax_detector import MaxSoftmaxDetector
 from keras_advguard.detectors.medoid_lstm_detector import MedoidLSTMDetector
+from keras_advguard.detectors.union_detector import UnionDetector
 
 __all__ = [
     "ClassConditionalInputDetector",
@@ -31,6 +32,7 @@ __all__ = [
     "KNNDetector",
     "MaxSoftmaxDetector",
     "MedoidLSTMDetector",
+    "UnionDetector",
     "entropy_score",
     "feature_response",
     "load_detector",

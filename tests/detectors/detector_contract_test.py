@@ -81,6 +81,15 @@ def _class_conditional_input(d):
     return detector
 
 
+def _union(d):
+    from keras_advguard.detectors import UnionDetector
+
+    # A statistical and a Keras component: the archive holds both (and the
+    # Keras one's own `.keras` member).
+    components = [MaxSoftmaxDetector(d["model"]), _input_cnn(d)]
+    return UnionDetector(components).fit(d["x_val"])
+
+
 FACTORIES = {
     "max_softmax": lambda d: MaxSoftmaxDetector(d["model"]),
     "knn": lambda d: KNNDetector(d["model"], "fc4", n_neighbors=5).fit(d["x_train"], d["y_train"]),
@@ -94,6 +103,7 @@ FACTORIES = {
     "medoid_lstm": _medoid_lstm,
     "input_cnn": _input_cnn,
     "class_conditional_input": _class_conditional_input,
+    "union": _union,
 }
 NAMES = sorted(FACTORIES)
 
@@ -131,6 +141,7 @@ COVERED = {
     "MedoidLSTMDetector",
     "InputCNNDetector",
     "ClassConditionalInputDetector",
+    "UnionDetector",
 }
 
 

@@ -374,7 +374,9 @@ def test_score_tensor_is_exact_and_differentiable(tiny):
         values = detector.score_tensor(batch)
         total = tf.reduce_sum(values)
     assert values.dtype == tf.float32 and values.shape == (12,)
-    np.testing.assert_allclose(values.numpy(), detector.score(x[:12]), atol=1e-6)
+    # float32 LSTM in both; a batch of 12 and `score`'s batches may take other
+    # oneDNN kernels (seen: 2.5e-6 apart), the same bound as against numpy above.
+    np.testing.assert_allclose(values.numpy(), detector.score(x[:12]), atol=1e-5)
     grad = tape.gradient(total, batch).numpy()
     # Directional derivative against central finite differences (float64 reference).
     direction = np.random.default_rng(3).normal(size=x[:12].shape).astype("float32")
