@@ -214,6 +214,40 @@ class UnionDetector(Detector):
         ]
         return ops.max(ops.stack(columns, axis=1), axis=1)
 
+    # --- scoring from a shared activation pass ---------------------------
+
+    def tap_request(self):
+        """The union of the components' taps, when they all score from one pass.
+
+        `None` when a component needs passes of its own, or when components
+        with layers ask for different poolings (the shared pass pools once
+        per detector).
+        """
+        requests = [d.tap_request() for d in self.detectors]
+        if any(r is None for r in requests):
+            return None
+        poolings = {r.get("pooling") for r in requests if r.get("layers")}
+        if len(poolings) > 1:
+            return None
+        layers = []
+        for request in requests:
+            layers.extend(p for p in request.get("layers") or [] if p not in layers)
+        return {"layers": layers, "pooling": poolings.pop() if poolings else None}
+
+    def features_from_taps(self, collected):
+        """The components' raw scores `(B, k)` from one batch of a shared pass."""
+        columns = [
+            np.asarray(d.score_features(d.features_from_taps(collected)), np.float64).reshape(-1)
+            for d in self.detectors
+        ]
+        return np.stack(columns, axis=1)
+
+    def score_features(self, features):
+        """The union's scores from `features_from_taps` outputs: the normalized maximum."""
+        self._check_fitted()
+        raw = np.asarray(features, np.float64).reshape(-1, len(self.detectors))
+        return ((raw - self.centers_) / self.scales_).max(axis=1)
+
     # --- state ----------------------------------------------------------
 
     def _get_config(self):

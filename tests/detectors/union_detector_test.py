@@ -191,3 +191,17 @@ def test_evaluate_attacks_the_union_as_one_detector(parts):
     np.testing.assert_array_equal(
         union.centers_, UnionDetector(parts["components"]).fit(parts["x_fit"]).centers_
     )
+
+
+def test_shared_pass_gives_the_own_scores(parts):
+    from keras_advguard.evaluation._shared import SharedTaps
+
+    union = UnionDetector(parts["components"]).fit(parts["x_fit"])
+    assert union.tap_request() == {"layers": ["fc4"], "pooling": parts["components"][1].pooling}
+    shared = SharedTaps(parts["model"], {"union": union})
+    features = shared.features(parts["x"], batch_size=8)["union"]
+    assert features.shape == (len(parts["x"]), 2)
+    np.testing.assert_allclose(union.score_features(features), union.score(parts["x"]), atol=2e-6)
+    # A component with passes of its own: the union keeps its own pass too.
+    entropy = EntropyDetector(parts["model"])
+    assert UnionDetector([parts["components"][0], entropy]).tap_request() is None
