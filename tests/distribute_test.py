@@ -26,7 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **extra)
+    # oneDNN's CPU kernels off: with them, on an AVX-512 machine (2026-12-02), a
+    # MirroredStrategy predict over two logical CPUs failed inside TensorFlow
+    # ("input depth must be evenly divisible by filter depth: 1 vs 4" in replica 1's
+    # second convolution, raised by Keras's own predict loop; the same failure at the
+    # previous landing's commit); with them off the same run passes. The comparison
+    # is of this library's code, not of oneDNN's kernels.
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        CUDA_VISIBLE_DEVICES="",
+        TF_ENABLE_ONEDNN_OPTS="0",
+        **extra,
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
