@@ -6,7 +6,12 @@ import numpy as np
 
 from keras_advguard import _fingerprint
 from keras_advguard._validation import NotFittedError
-from keras_advguard.detectors._base import Detector, check_fpr, threshold_from_scores
+from keras_advguard.detectors._base import (
+    Detector,
+    check_fpr,
+    load_detector,
+    threshold_from_scores,
+)
 
 _MEMBER = "component_{}.advguard"
 
@@ -177,6 +182,12 @@ class UnionDetector(Detector):
                 "`fit(x_clean)` (clean inputs) before scoring."
             )
 
+    def _normalized(self, raw):
+        """Raw component scores `(N, k)` on the common scale: `(raw - m) / (q - m)`."""
+        self._check_fitted()
+        raw = np.asarray(raw, np.float64).reshape(-1, len(self.detectors))
+        return (raw - self.centers_) / self.scales_
+
     # --- scores ---------------------------------------------------------
 
     def component_scores(self, x, *, batch_size=128, verbose=0):
@@ -190,7 +201,7 @@ class UnionDetector(Detector):
             np.asarray(d.score(x, batch_size=batch_size, verbose=verbose), np.float64)
             for d in self.detectors
         ]
-        return (np.stack(columns, axis=1) - self.centers_) / self.scales_
+        return self._normalized(np.stack(columns, axis=1))
 
     def score(self, x, *, batch_size=128, verbose=0):
         """The union's scores `max_i (s_i(x) - m_i) / (q_i - m_i)`: float64 `(N,)`.
@@ -244,9 +255,7 @@ class UnionDetector(Detector):
 
     def score_features(self, features):
         """The union's scores from `features_from_taps` outputs: the normalized maximum."""
-        self._check_fitted()
-        raw = np.asarray(features, np.float64).reshape(-1, len(self.detectors))
-        return ((raw - self.centers_) / self.scales_).max(axis=1)
+        return self._normalized(features).max(axis=1)
 
     # --- state ----------------------------------------------------------
 
@@ -272,8 +281,6 @@ class UnionDetector(Detector):
 
     @classmethod
     def _from_saved(cls, model, config, folder=None):
-        from keras_advguard.detectors._base import load_detector
-
         names = config.pop("components", None)
         if not isinstance(names, list) or folder is None:
             raise ValueError("The union's saved configuration does not list its components.")
